@@ -1,0 +1,39 @@
+"""boltzflow: learn Boltzmann distributions with generative models and reweight them to be exact.
+
+Example:
+    >>> import boltzflow as bf
+    >>> system = bf.systems.get("double-well")
+    >>> u = system.energy.energy(torch.zeros(1, 2))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from . import analysis, distributions, energies, sampling, systems, testing, training, transforms
+from .conventions import kT
+from .distributions import Boltzmann, Distribution, MeanFreeNormal, StandardNormal
+from .energies import Energy
+from .flow import Flow
+from .transforms import Bijection, Chain, Inverse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bijection",
+    "Boltzmann",
+    "Chain",
+    "Distribution",
+    "Energy",
+    "Flow",
+    "Inverse",
+    "MeanFreeNormal",
+    "StandardNormal",
+    "distributions",
+    "energies",
+    "kT",
+    "sampling",
+    "training",
+    "analysis",
+    "systems",
+    "testing",
+    "transforms",
+]

@@ -1,0 +1,5 @@
+"""``python -m boltzflow`` runs the CLI (also under ``torchrun``)."""
+
+from .cli import main
+
+main()

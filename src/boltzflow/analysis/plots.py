@@ -1,0 +1,118 @@
+"""Figures written as PNG: 2-D densities, energy histograms and training curves.
+
+matplotlib is imported lazily (Agg backend), so ``import boltzflow`` stays light.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _weights(log_w: Tensor) -> np.ndarray:
+    w = torch.softmax(log_w.double(), 0)
+    return torch.nan_to_num(w, nan=0.0).numpy()
+
+
+def plot_density_2d(
+    energy, bounds, x: Tensor, log_w: Tensor, path: str | Path, *, bins: int = 80, title: str = ""
+) -> Path:
+    """Exact density ``exp(-u)`` vs model samples vs reweighted samples on a 2-D target."""
+    plt = _pyplot()
+    (x0, x1), (y0, y1) = bounds
+    gx, gy = np.linspace(x0, x1, 200), np.linspace(y0, y1, 200)
+    grid = torch.tensor(np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2))
+    import copy
+
+    energy = copy.deepcopy(energy).to(torch.float64)
+    with torch.no_grad():
+        u = energy.energy(grid).reshape(200, 200).numpy()
+    p = np.exp(-(u - u.min()))
+    xs = x.detach().double().reshape(len(x), -1)[:, :2].numpy()
+    rng = [[x0, x1], [y0, y1]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True, sharey=True)
+    axes[0].imshow(p.T, origin="lower", extent=(x0, x1, y0, y1), aspect="auto", cmap="viridis")
+    axes[0].set_title("exact exp(-u)")
+    axes[1].hist2d(xs[:, 0], xs[:, 1], bins=bins, range=rng, cmap="viridis")
+    axes[1].set_title(f"model samples (n={len(xs)})")
+    axes[2].hist2d(xs[:, 0], xs[:, 1], bins=bins, range=rng, weights=_weights(log_w), cmap="viridis")
+    axes[2].set_title("reweighted samples")
+    for ax in axes:
+        ax.set_xlabel("x1")
+    axes[0].set_ylabel("x2")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_energy_histogram(
+    u_model: Tensor, log_w: Tensor, path: str | Path, *, u_reference: Tensor | None = None,
+    bins: int = 80,
+) -> Path:
+    """Histograms of reduced energies: reference data, model samples, reweighted samples."""
+    plt = _pyplot()
+    finite = torch.isfinite(u_model) & torch.isfinite(log_w)
+    um = u_model[finite].double().numpy()
+    lo, hi = np.percentile(um, [0.5, 99.5])
+    if u_reference is not None:
+        ur = u_reference.double().numpy()
+        lo, hi = min(lo, np.percentile(ur, 0.5)), max(hi, np.percentile(ur, 99.5))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    kw = dict(bins=bins, range=(lo, hi), density=True, histtype="step", linewidth=1.5)
+    if u_reference is not None:
+        ax.hist(ur, label="reference", color="black", **kw)
+    ax.hist(um, label="model", color="tab:blue", **kw)
+    ax.hist(um, weights=_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
+    ax.set_xlabel("reduced energy u (kT)")
+    ax.set_ylabel("density")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_training_curve(log_csv: str | Path, path: str | Path) -> Path | None:
+    """Loss and its parts over training steps from ``train_log.csv``."""
+    log_csv = Path(log_csv)
+    if not log_csv.exists():
+        return None
+    with log_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    plt = _pyplot()
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "nll", "kl"):
+        if key in rows[0]:
+            ax.plot(steps, [float(r[key]) for r in rows], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,79 @@
+"""A Markdown report of a run: metrics table and figures, next to the run's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
+
+_LABELS = {
+    "ess": "ESS (Kish, fraction)",
+    "ess_clipped": "ESS, clipped",
+    "n_samples": "samples",
+    "n_nonfinite": "samples with non-finite weight",
+    "nll": "NLL on held-out reference (nats)",
+    "mean_u_model": "mean energy of model samples (kT)",
+    "dF_reweighted": "ΔF(B − A), reweighted (kT)",
+    "dF_model": "ΔF(B − A), raw model (kT)",
+    "dF_exact": "ΔF(B − A), exact quadrature (kT)",
+}
+
+
+def write_report(run, samples, metrics: dict[str, Any]) -> Path:
+    """Write ``report.md`` and its PNG figures into the run directory; returns the report path."""
+    path = Path(run.path)
+    figures: list[tuple[str, Path]] = []
+    system = run.system
+    if system.bounds is not None and len(system.bounds) == 2 and system.dim == 2:
+        figures.append(("Density: exact, model, reweighted", plot_density_2d(
+            system.energy, system.bounds, samples.x, samples.log_w, path / "density.png",
+            title=system.id,
+        )))
+    u_ref = None
+    data_path = path / "data.npz"
+    if data_path.exists():
+        test = torch.from_numpy(np.load(data_path)["test"]).to(torch.float64)
+        import copy
+
+        with torch.no_grad():
+            u_ref = copy.deepcopy(system.energy).to(torch.float64).energy(test)
+    figures.append(("Energy histograms", plot_energy_histogram(
+        samples.u, samples.log_w, path / "energy_hist.png", u_reference=u_ref,
+    )))
+    curve = plot_training_curve(path / "train_log.csv", path / "training.png")
+    if curve is not None:
+        figures.append(("Training curve", curve))
+
+    lines = [f"# boltzflow run: `{system.id}`", ""]
+    if system.description:
+        lines += [system.description, ""]
+    lines += ["| metric | value |", "|---|---|"]
+    for key, value in metrics.items():
+        if key.endswith("_stderr") or key in ("system", "clip_fraction"):
+            continue
+        label = _LABELS.get(key, key)
+        if key == "ess_clipped":
+            label += f" (largest {metrics['clip_fraction']:.2%} of weights clipped)"
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        if f"{key}_stderr" in metrics:
+            shown += f" ± {metrics[key + '_stderr']:.2g}"
+        lines.append(f"| {label} | {shown} |")
+    cfg = run.config
+    lines += [
+        "",
+        f"Model: {cfg.n_layers} {cfg.model} coupling layers, hidden {cfg.hidden}; "
+        f"{cfg.steps} steps, loss = {cfg.w_nll:g}·NLL + {cfg.w_kl:g}·reverse KL. "
+        "Full configuration: `config.yaml`.",
+        "",
+    ]
+    for title, fig in figures:
+        lines += [f"## {title}", "", f"![{title}]({fig.name})", ""]
+    report = path / "report.md"
+    tmp = report.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(report)
+    return report

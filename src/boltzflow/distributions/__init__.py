@@ -1,0 +1,9 @@
+"""Distributions: priors and the Boltzmann target."""
+
+from __future__ import annotations
+
+from .base import Distribution
+from .boltzmann import Boltzmann
+from .normal import MeanFreeNormal, StandardNormal
+
+__all__ = ["Boltzmann", "Distribution", "MeanFreeNormal", "StandardNormal"]

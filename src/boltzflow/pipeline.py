@@ -1,0 +1,231 @@
+"""The run-directory workflow behind the CLI: train → sample → evaluate (metrics, plots, report).
+
+A run directory holds::
+
+    config.yaml      the resolved configuration
+    data.npz         the reference samples used (train / test split), with the system id
+    checkpoint.pt    latest checkpoint (atomic), resumable
+    train_log.csv    loss, parts, learning rate and gradient norm over steps
+    samples.npz      model samples with x, log_q, u, log_w
+    metrics.json     ESS, clipped ESS, NLL, ΔF, … with the system id
+    report.md        a readable summary with the figures (*.png)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import systems
+from .analysis.free_energy import free_energy_difference, free_energy_difference_quadrature
+from .analysis.metrics import negative_log_likelihood
+from .config import TrainConfig, read_config_file
+from .errors import BoltzflowError
+from .flow import Flow
+from .models import build_flow
+from .sampling import Samples, draw, effective_sample_size, effective_sample_size_clipped
+from .training import combined_loss, fit, load_checkpoint
+
+CONFIG_NAME = "config.yaml"
+DATA_NAME = "data.npz"
+SAMPLES_NAME = "samples.npz"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class Run:
+    """A loaded run: its directory, config, system and trained flow."""
+
+    path: Path
+    config: TrainConfig
+    system: systems.System
+    flow: Flow
+
+
+def _dtype(config: TrainConfig) -> torch.dtype:
+    return getattr(torch, config.dtype)
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise BoltzflowError("device 'cuda' was asked for but no CUDA GPU is visible; use cpu")
+    return torch.device(config.device)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _prepare_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BoltzflowError(f"cannot create output directory {out}: {exc.strerror}") from exc
+    if not os.access(out, os.W_OK):
+        raise BoltzflowError(f"output directory {out} is not writable; choose another --out")
+
+
+def reference_data(system: systems.System, config: TrainConfig, path: Path) -> dict[str, torch.Tensor]:
+    """Train/test reference samples, cached in ``path`` so a resumed run reuses them."""
+    if path.exists():
+        data = np.load(path)
+        if str(data["system_id"]) == system.id and len(data["train"]) == config.n_data:
+            return {"train": torch.from_numpy(data["train"]), "test": torch.from_numpy(data["test"])}
+    x = system.sample_reference(config.n_data + config.n_test, seed=config.seed)
+    split = {"train": x[: config.n_data], "test": x[config.n_data :]}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, train=split["train"].numpy(), test=split["test"].numpy(),
+                 system_id=np.array(system.id))
+    os.replace(tmp, path)
+    return split
+
+
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run:
+    """Train a flow on ``config.system``; resumes if ``out`` holds the same run.
+
+    Raises:
+        BoltzflowError: ``out`` holds a run with another configuration, or is not writable.
+    """
+    out = Path(out)
+    _prepare_out_dir(out)
+    config_path = out / CONFIG_NAME
+    if config_path.exists():
+        previous = read_config_file(config_path)
+        differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
+        if differing:
+            raise BoltzflowError(
+                f"{out} already holds a run with a different configuration "
+                f"(keys: {', '.join(differing)}); use another --out or delete it"
+            )
+    import yaml
+
+    write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    system = systems.get(config.system)
+    torch.manual_seed(config.seed)
+    data = reference_data(system, config, out / DATA_NAME) if config.w_nll > 0 else None
+    device, dtype = _device(config), _dtype(config)
+    flow = build_flow(system, config, data["train"] if data else None).to(device, dtype)
+    energy = system.energy.to(device, dtype)
+    train_x = data["train"].to(device, dtype) if data else None
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        x = None
+        if train_x is not None:
+            idx = torch.randint(len(train_x), (config.batch_size,), device=device)
+            x = train_x[idx]
+        return combined_loss(
+            flow, energy, x, w_nll=config.w_nll, w_kl=config.w_kl,
+            n_samples=config.kl_batch_size, u_high=config.u_high,
+        )
+
+    fit(
+        flow, loss_fn, steps=config.steps, lr=config.lr, schedule=config.lr_schedule,
+        warmup=config.warmup, clip_grad=config.clip_grad, out_dir=out,
+        checkpoint_every=config.checkpoint_every, progress=progress,
+        metadata={"system": system.id, "model": config.model, "kind": "coupling-flow"},
+    )
+    return Run(out, config, system, flow)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a trained run directory (config + latest checkpoint)."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).exists():
+        raise BoltzflowError(f"{path} is not a run directory (no {CONFIG_NAME}); train first")
+    config = TrainConfig.from_dict(read_config_file(path / CONFIG_NAME), source=str(path))
+    system = systems.get(config.system)
+    state = load_checkpoint(path / "checkpoint.pt")
+    meta = state.get("metadata", {})
+    if meta.get("system") != system.id or meta.get("kind") != "coupling-flow":
+        raise BoltzflowError(
+            f"checkpoint in {path} is for {meta.get('kind')!r} on {meta.get('system')!r}, "
+            f"not a coupling flow on {system.id!r}"
+        )
+    flow = build_flow(system, config)
+    try:
+        flow.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise BoltzflowError(f"checkpoint in {path} does not match its config: {exc}") from exc
+    flow = flow.to(_device(config), _dtype(config)).eval()
+    return Run(path, config, system, flow)
+
+
+def sample(run: Run, n: int, *, seed: int | None = None, progress: bool = True) -> Samples:
+    """Draw ``n`` samples, score and weight them, and save ``samples.npz`` in the run."""
+    torch.manual_seed(run.config.seed + 1 if seed is None else seed)
+    energy = run.system.energy.to(_device(run.config), _dtype(run.config))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="sample", unit="x", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        samples = draw(run.flow, energy, n, progress=(lambda d: bar.update(d - bar.n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    samples.save(run.path / SAMPLES_NAME, system_id=run.system.id)
+    (run.path / "sample_time.txt").write_text(f"{time.perf_counter() - t0:.3f}\n")
+    return samples
+
+
+def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
+    """Metrics (and plots + report) of a run's samples; writes ``metrics.json``."""
+    samples_path = run.path / SAMPLES_NAME
+    if not samples_path.exists():
+        sample(run, run.config.n_samples, progress=False)
+    samples = Samples.load(samples_path, system_id=run.system.id)
+    log_w = samples.log_w
+    metrics: dict[str, Any] = {
+        "system": run.system.id,
+        "n_samples": len(samples),
+        "ess": effective_sample_size(log_w),
+        "ess_clipped": effective_sample_size_clipped(log_w, run.config.clip_fraction),
+        "clip_fraction": run.config.clip_fraction,
+        "n_nonfinite": int((~torch.isfinite(log_w)).sum()),
+        "mean_u_model": float(samples.u[torch.isfinite(samples.u)].mean()),
+    }
+    data_path = run.path / DATA_NAME
+    if data_path.exists():
+        test = torch.from_numpy(np.load(data_path)["test"])
+        test = test.to(_device(run.config), _dtype(run.config))
+        metrics["nll"] = negative_log_likelihood(run.flow, test)
+    if run.system.in_region_b is not None:
+        in_b = run.system.in_region_b(samples.x)
+        for name, lw in (("dF_reweighted", log_w), ("dF_model", torch.zeros_like(log_w))):
+            try:
+                df = free_energy_difference(lw, ~in_b, in_b)
+                metrics[name], metrics[name + "_stderr"] = df.value, df.stderr
+            except ValueError:
+                metrics[name] = None
+        if run.system.bounds is not None and len(run.system.bounds) == 2:
+            metrics["dF_exact"] = free_energy_difference_quadrature(
+                run.system.energy, run.system.bounds,
+                lambda g: ~run.system.in_region_b(g), run.system.in_region_b,
+            )
+    write_text_atomic(run.path / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+    if plots:
+        from .analysis.report import write_report
+
+        write_report(run, samples, metrics)
+    return metrics

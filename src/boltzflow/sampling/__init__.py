@@ -1,0 +1,25 @@
+"""Sampling and reweighting: log weights, ESS, resampling, the ``Samples`` container."""
+
+from __future__ import annotations
+
+from .reweight import (
+    clip_log_weights,
+    effective_sample_size,
+    effective_sample_size_clipped,
+    log_weights,
+    resample_multinomial,
+    resample_systematic,
+)
+from .draw import draw
+from .samples import Samples
+
+__all__ = [
+    "Samples",
+    "draw",
+    "clip_log_weights",
+    "effective_sample_size",
+    "effective_sample_size_clipped",
+    "log_weights",
+    "resample_multinomial",
+    "resample_systematic",
+]

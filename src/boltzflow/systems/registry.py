@@ -1,0 +1,47 @@
+"""Registry of named targets: ``get(id)`` builds a fresh :class:`System`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import BoltzflowError
+from .base import System
+
+_FACTORIES: dict[str, Callable[[], System]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(system_id: str, description: str) -> Callable[[Callable[[], System]], Callable]:
+    """Decorator registering a zero-argument factory under ``system_id``."""
+
+    def deco(factory: Callable[[], System]) -> Callable[[], System]:
+        if system_id in _FACTORIES:
+            raise ValueError(f"system id {system_id!r} is already registered")
+        _FACTORIES[system_id] = factory
+        _DESCRIPTIONS[system_id] = description
+        return factory
+
+    return deco
+
+
+def _load_builtin() -> None:
+    from . import toys  # noqa: F401  (registers on import)
+
+
+def available() -> dict[str, str]:
+    """``{id: description}`` of every registered system, in registration order."""
+    _load_builtin()
+    return dict(_DESCRIPTIONS)
+
+
+def get(system_id: str) -> System:
+    """The system registered under ``system_id``.
+
+    Raises:
+        BoltzflowError: unknown id; the message lists the known ones.
+    """
+    _load_builtin()
+    if system_id not in _FACTORIES:
+        known = ", ".join(_FACTORIES)
+        raise BoltzflowError(f"unknown system {system_id!r}; known systems: {known}")
+    return _FACTORIES[system_id]()

@@ -1,0 +1,157 @@
+"""Contract checks shipped as library code, used by boltzflow's tests and by yours.
+
+Each ``assert_*`` raises ``AssertionError`` with a message saying what broke.
+
+Example:
+    >>> from boltzflow import testing
+    >>> testing.assert_bijection(my_layer, torch.randn(8, 4))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def _flat_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Per-sample Jacobians ``[B, D_out, D_in]`` of ``fn`` (which maps ``[B, ...]`` batch-wise)."""
+    jacs = []
+    for xi in x:
+        j = torch.autograd.functional.jacobian(lambda v: fn(v.unsqueeze(0))[0], xi)
+        jacs.append(j.reshape(fn(xi.unsqueeze(0))[0].numel(), xi.numel()))
+    return torch.stack(jacs)
+
+
+def _volume_logdet(jac: Tensor) -> Tensor:
+    """``log|det J|`` for square ``J``; the log volume factor ``½ log det(JᵀJ)`` otherwise."""
+    d_out, d_in = jac.shape[-2:]
+    if d_out == d_in:
+        return torch.linalg.slogdet(jac)[1]
+    gram = jac.transpose(-1, -2) @ jac if d_out > d_in else jac @ jac.transpose(-1, -2)
+    return 0.5 * torch.linalg.slogdet(gram)[1]
+
+
+def assert_inverse(bijection: nn.Module, z: Tensor, *, atol: float = 1e-5) -> None:
+    """``inverse(forward(z)) == z`` and ``forward(inverse(x)) == x``."""
+    x, _ = bijection.forward(z)
+    z_back, _ = bijection.inverse(x)
+    err = (z_back - z).abs().max().item()
+    assert err <= atol, f"inverse(forward(z)) differs from z by {err:.3g} > {atol}"
+    x_back, _ = bijection.forward(z_back)
+    err = (x_back - x).abs().max().item()
+    assert err <= atol, f"forward(inverse(x)) differs from x by {err:.3g} > {atol}"
+
+
+def assert_logdet(bijection: nn.Module, z: Tensor, *, atol: float = 1e-4) -> None:
+    """``logdet`` of both directions equals ``slogdet`` of the autograd Jacobian.
+
+    For maps between spaces of different dimension (an embedding of a subspace), the reference
+    is the volume factor ``½ log det(JᵀJ)``.
+    """
+    x, logdet = bijection.forward(z)
+    ref = _volume_logdet(_flat_jacobian(lambda v: bijection.forward(v)[0], z))
+    err = (logdet - ref).abs().max().item()
+    assert err <= atol, f"forward logdet differs from autograd slogdet by {err:.3g} > {atol}"
+    x = x.detach()
+    _, logdet_inv = bijection.inverse(x)
+    ref = _volume_logdet(_flat_jacobian(lambda v: bijection.inverse(v)[0], x))
+    err = (logdet_inv - ref).abs().max().item()
+    assert err <= atol, f"inverse logdet differs from autograd slogdet by {err:.3g} > {atol}"
+
+
+def assert_logdets_cancel(bijection: nn.Module, z: Tensor, *, atol: float = 1e-5) -> None:
+    """``logdet(forward at z) + logdet(inverse at forward(z)) == 0``."""
+    x, ld_f = bijection.forward(z)
+    _, ld_i = bijection.inverse(x)
+    err = (ld_f + ld_i).abs().max().item()
+    assert err <= atol, f"forward and inverse logdets do not cancel: |sum| = {err:.3g} > {atol}"
+
+
+def assert_gradients_reach_parameters(
+    module: nn.Module, loss_fn: Callable[[nn.Module], Tensor]
+) -> None:
+    """Every trainable parameter of ``module`` gets a finite, non-zero gradient from ``loss_fn``."""
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    module.zero_grad()
+    loss_fn(module).backward()
+    for name, p in params:
+        assert p.grad is not None, f"parameter {name!r} received no gradient"
+        assert torch.isfinite(p.grad).all(), f"parameter {name!r} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"parameter {name!r} has an all-zero gradient"
+
+
+def assert_bijection_gradients(bijection: nn.Module, z: Tensor) -> None:
+    """Gradients of ``forward`` and ``inverse`` outputs reach every parameter."""
+
+    def loss(b: nn.Module) -> Tensor:
+        x, ld = b.forward(z)
+        z2, ld2 = b.inverse(x.detach() + 0.01)
+        return (x**2).sum() + ld.sum() + (z2**2).sum() + ld2.sum()
+
+    assert_gradients_reach_parameters(bijection, loss)
+
+
+def assert_save_load(module: nn.Module, make: Callable[[], nn.Module], x: Tensor) -> None:
+    """A fresh ``make()`` loaded with ``module``'s ``state_dict`` gives the same output on ``x``."""
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    buf.seek(0)
+    clone = make()
+    clone.load_state_dict(torch.load(buf, weights_only=True))
+    out_a, out_b = module(x), clone(x)
+    if isinstance(out_a, tuple):
+        out_a, out_b = out_a[0], out_b[0]
+    assert torch.allclose(out_a, out_b), "output differs after save/load of the state_dict"
+
+
+def assert_force_is_minus_gradient(
+    energy: nn.Module, x: Tensor, *, rtol: float = 1e-4, atol: float = 1e-5
+) -> None:
+    """``energy.force(x) == -d energy(x) / dx`` by central finite differences (float64)."""
+    x = x.detach().to(torch.float64)
+    energy = copy.deepcopy(energy).to(torch.float64)
+    f = energy.force(x)
+    assert f.shape == x.shape, f"force shape {list(f.shape)} != x shape {list(x.shape)}"
+    eps = 1e-6
+    flat = x.reshape(len(x), -1)
+    num = torch.empty_like(flat)
+    for k in range(flat.shape[1]):
+        dx = torch.zeros_like(flat)
+        dx[:, k] = eps
+        up = energy.energy((flat + dx).reshape(x.shape))
+        down = energy.energy((flat - dx).reshape(x.shape))
+        num[:, k] = -(up - down) / (2 * eps)
+    ok = torch.allclose(f.reshape(len(x), -1), num, rtol=rtol, atol=atol)
+    err = (f.reshape(len(x), -1) - num).abs().max().item()
+    assert ok, f"force differs from -grad(energy) by up to {err:.3g}"
+
+
+def assert_energy_contract(energy: nn.Module, x: Tensor) -> None:
+    """Shapes (``[B]`` out, bad shapes rejected), finiteness, force = -grad, save/load."""
+    u = energy.energy(x)
+    assert u.shape == (x.shape[0],), f"energy must return [B]={x.shape[0]}, got {list(u.shape)}"
+    assert torch.isfinite(u).all(), "energy is not finite on the test configurations"
+    try:
+        energy.energy(x.reshape(x.shape[0], -1, 1))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("energy accepted a batch of the wrong event shape")
+    assert_force_is_minus_gradient(energy, x)
+
+
+def assert_bijection_contract(
+    bijection: nn.Module, z: Tensor, make: Callable[[], nn.Module] | None = None
+) -> None:
+    """All bijection checks: round-trip, logdet vs autograd, cancellation, gradients, save/load."""
+    assert_inverse(bijection, z)
+    assert_logdets_cancel(bijection, z)
+    assert_logdet(bijection, z)
+    if any(p.requires_grad for p in bijection.parameters()):
+        assert_bijection_gradients(bijection, z)
+    if make is not None:
+        assert_save_load(bijection, make, z)

@@ -1,0 +1,19 @@
+"""Training: losses, the fit loop and checkpoints."""
+
+from __future__ import annotations
+
+from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from .fit import fit, make_scheduler
+from .losses import combined_loss, nll, regularize_energy, reverse_kl
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "combined_loss",
+    "fit",
+    "load_checkpoint",
+    "make_scheduler",
+    "nll",
+    "regularize_energy",
+    "reverse_kl",
+    "save_checkpoint",
+]

@@ -1,0 +1,192 @@
+"""A short, readable training loop: Adam, LR schedule, gradient clipping, NaN guard,
+atomic checkpoints, resume, CSV log and a progress bar."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import TrainingDiverged
+from .checkpoint import load_checkpoint, save_checkpoint
+
+#: ``loss_fn(step) -> {"loss": scalar, **parts}``; parts are logged.
+LossFn = Callable[[int], dict[str, Tensor]]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.csv"
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, steps: int, warmup: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``constant`` or ``cosine`` (to 1 % of the initial rate) after a linear ``warmup``."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _rewrite_log(path: Path, up_to_step: int) -> None:
+    """Drop log rows past ``up_to_step`` (they will be redone after a resume)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= up_to_step]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    tmp.replace(path)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    schedule: str = "cosine",
+    warmup: int = 0,
+    clip_grad: float | None = 100.0,
+    weight_decay: float = 0.0,
+    out_dir: str | Path | None = None,
+    checkpoint_every: int = 500,
+    log_every: int = 10,
+    resume: bool = True,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> list[dict[str, float]]:
+    """Minimize ``loss_fn`` over ``model``'s parameters for ``steps`` Adam steps.
+
+    With ``out_dir``, a checkpoint (model, optimizer, scheduler, RNG state, step, ``metadata``)
+    is written atomically every ``checkpoint_every`` steps and at the end, and a CSV log every
+    ``log_every`` steps; with ``resume`` an existing checkpoint is continued from its step, and
+    the continued run is identical to an uninterrupted one.
+
+    Returns:
+        The logged rows (``step``, ``loss``, parts, ``lr``, ``grad_norm``, ``time``) of this call.
+
+    Raises:
+        TrainingDiverged: the loss or gradient norm became NaN/inf; nothing is written for the
+            bad step, the last checkpoint stays valid.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    scheduler = make_scheduler(optimizer, schedule, steps, warmup)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    log_path = out / LOG_NAME if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    start = 0
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        _rewrite_log(log_path, start)
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "metadata": metadata or {},
+            },
+        )
+
+    rows: list[dict[str, float]] = []
+    writer = log_file = None
+    bar = _progress(progress, total=steps, completed=start)
+    t0 = time.perf_counter()
+    try:
+        model.train()
+        for step in range(start, steps):
+            parts = loss_fn(step)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(_diverged_message("loss", loss, step, parts, lr, ckpt_path))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = clip_grad if clip_grad is not None else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(
+                    _diverged_message("gradient norm", grad_norm, step, parts, lr, ckpt_path)
+                )
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                row = {"step": done, **{k: float(v.detach()) for k, v in parts.items()}}
+                row.update(lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm))
+                row["time"] = time.perf_counter() - t0
+                rows.append(row)
+                if log_path is not None:
+                    if writer is None:
+                        new = not log_path.exists() or log_path.stat().st_size == 0
+                        log_file = log_path.open("a", newline="")
+                        writer = csv.DictWriter(log_file, fieldnames=list(row))
+                        if new:
+                            writer.writeheader()
+                    writer.writerow(row)
+                    log_file.flush()
+                if bar is not None:
+                    bar.set_postfix_str(f"loss {row['loss']:.3f}")
+            if bar is not None:
+                bar.update(1)
+            if done % checkpoint_every == 0 or done == steps:
+                checkpoint(done)
+    finally:
+        if log_file is not None:
+            log_file.close()
+        if bar is not None:
+            bar.close()
+        model.eval()
+    return rows
+
+
+def _diverged_message(what: str, value, step: int, parts, lr: float, ckpt) -> str:
+    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+    where = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.exists() else ""
+    return (
+        f"training diverged: {what} is {float(value)} at step {step} ({shown}); "
+        f"lower the learning rate (lr={lr:g}), lower clip_grad, or put more weight on the "
+        f"likelihood term{where}"
+    )
+
+
+def _progress(enabled: bool, total: int, completed: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=completed, desc="train", unit="step", dynamic_ncols=True)

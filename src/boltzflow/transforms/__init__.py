@@ -1,0 +1,28 @@
+"""Bijections: coupling layers, spline kernels, normalization, reshaping."""
+
+from __future__ import annotations
+
+from .base import Bijection, Chain, Inverse
+from .builders import coupling_flow, coupling_masks
+from .coupling import AffineCoupling, SplineCoupling
+from .nets import MLP
+from .normalization import Normalization
+from .reshape import MeanFreeEmbedding, Reshape, helmert_basis
+from .splines import circular_rational_quadratic_spline, rational_quadratic_spline
+
+__all__ = [
+    "MLP",
+    "AffineCoupling",
+    "Bijection",
+    "Chain",
+    "Inverse",
+    "MeanFreeEmbedding",
+    "Normalization",
+    "Reshape",
+    "SplineCoupling",
+    "circular_rational_quadratic_spline",
+    "coupling_flow",
+    "coupling_masks",
+    "helmert_basis",
+    "rational_quadratic_spline",
+]
