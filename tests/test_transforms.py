@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -25,16 +25,6 @@ from boltzflow.transforms import (
 )
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These ops are tiny: on a loaded 2-core machine a second OpenMP thread costs ~1000x.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _normal(*shape: int, scale: float = 1.0) -> Callable[[torch.Generator], Tensor]:
     return lambda g: scale * torch.randn(*shape, generator=g, dtype=torch.float64)
 
@@ -43,7 +33,9 @@ def _uniform(*shape: int, half_width: float) -> Callable[[torch.Generator], Tens
     return lambda g: half_width * (2 * torch.rand(*shape, generator=g, dtype=torch.float64) - 1)
 
 
-def _angles_and_normals(b: int, dim: int, circular: list[int]) -> Callable[[torch.Generator], Tensor]:
+def _angles_and_normals(
+    b: int, dim: int, circular: list[int]
+) -> Callable[[torch.Generator], Tensor]:
     """Normal coordinates (some in the spline tails), periodic ones uniform on ``(-π, π)``."""
 
     def sample(g: torch.Generator) -> Tensor:
@@ -56,7 +48,9 @@ def _angles_and_normals(b: int, dim: int, circular: list[int]) -> Callable[[torc
 
 def _fitted_normalization() -> Normalization:
     g = torch.Generator().manual_seed(1)
-    data = torch.randn(64, 3, generator=g) * torch.tensor([0.5, 2.0, 1.0]) + torch.tensor([1, -2, 0])
+    data = torch.randn(64, 3, generator=g) * torch.tensor([0.5, 2.0, 1.0]) + torch.tensor(
+        [1, -2, 0]
+    )
     return Normalization(3).fit(data)
 
 
@@ -169,7 +163,9 @@ def test_circular_spline_is_a_circle_diffeomorphism() -> None:
     assert (logdet + logdet_inv).abs().max() < 1e-12
     # Inputs one period away are wrapped: same output, same logdet.
     for shift in (2 * pi, -4 * pi):
-        y_shift, ld_shift = circular_rational_quadratic_spline(theta + shift, *params, inverse=False)
+        y_shift, ld_shift = circular_rational_quadratic_spline(
+            theta + shift, *params, inverse=False
+        )
         assert (y_shift - y).abs().max() < 1e-12 and (ld_shift - logdet).abs().max() < 1e-12
 
 
@@ -245,19 +241,22 @@ def test_spline_flow_fits_correlated_gaussian() -> None:
     torch.manual_seed(17)
     cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
     target = torch.distributions.MultivariateNormal(torch.tensor([0.5, -0.5]), cov)
-    train, test = target.sample((2048,)), target.sample((8192,))
+    train, test = target.sample((4096,)), target.sample((8192,))
     flow = Flow(StandardNormal((2,)), coupling_flow(2, n_layers=4, hidden=(32,)), (2,))
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
-    for _ in range(200):
-        batch = train[torch.randint(len(train), (256,))]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 250)
+    for _ in range(250):
+        batch = train[torch.randint(len(train), (512,))]
         loss = -flow.log_prob(batch).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
     with torch.no_grad():
         nll = -flow.log_prob(test).mean().item()
-    entropy = target.entropy().item()  # the lowest NLL any model can reach
-    assert nll < entropy + 0.1, f"NLL {nll:.3f} not within 0.1 nats of the entropy {entropy:.3f}"
+    # The entropy is the lowest NLL any model can reach; the fresh (identity) flow is ~0.75 above.
+    entropy = target.entropy().item()
+    assert nll < entropy + 0.05, f"NLL {nll:.3f} not within 0.05 nats of the entropy {entropy:.3f}"
 
 
 @pytest.mark.parametrize(

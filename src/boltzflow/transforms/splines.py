@@ -59,7 +59,9 @@ def _spline_on_interval(
     Returns:
         ``(outputs [...], logabsdet [...])`` of the direction evaluated.
     """
-    shape = torch.broadcast_shapes(inputs.shape, widths.shape[:-1], heights.shape[:-1])
+    shape = torch.broadcast_shapes(
+        inputs.shape, widths.shape[:-1], heights.shape[:-1], derivatives.shape[:-1]
+    )
     inputs = inputs.expand(shape)
     widths = widths.expand(*shape, widths.shape[-1])
     heights = heights.expand(*shape, heights.shape[-1])
