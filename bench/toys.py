@@ -21,9 +21,9 @@ from boltzflow.config import TrainConfig
 
 CASES = {
     # name: (system, config overrides)
-    "dw4 / spline / NLL": ("dw4", dict(w_kl=0.0)),
-    "dw4 / spline / NLL+KL": ("dw4", dict(w_kl=0.1)),
-    "lj13 / spline / NLL": ("lj13", dict(w_kl=0.0)),
+    "dw4 / spline / NLL": ("dw4", {"w_kl": 0.0}),
+    "dw4 / spline / NLL+KL": ("dw4", {"w_kl": 0.1}),
+    "lj13 / spline / NLL": ("lj13", {"w_kl": 0.0}),
 }
 
 

@@ -81,7 +81,7 @@ def test_train_sample_evaluate_run_directory(tmp_path, capsys):
         assert (run / name).exists(), name
     code, out, err = run_main(capsys, "sample", "--run", str(run), "-n", "500", "--no-progress")
     assert code == 0, err
-    code, out, err = run_main(capsys, "evaluate", "--run", str(run))
+    code, _out, err = run_main(capsys, "evaluate", "--run", str(run))
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["system"] == "double-well" and metrics["n_samples"] == 500

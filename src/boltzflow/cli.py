@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -55,12 +54,12 @@ def systems_cmd() -> None:
 
 @app.command("train")
 def train_cmd(
-    system: Optional[str] = typer.Option(None, "--system", "-s", help="System id (see `boltzflow systems`)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory [runs/<system>]."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides config)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides config)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    system: str | None = typer.Option(None, "--system", "-s", help="System id (see `boltzflow systems`)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML or YAML config file."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory [runs/<system>]."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides config)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides config)."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a Boltzmann generator; resumes when --out holds the same unfinished run."""
@@ -84,7 +83,7 @@ def train_cmd(
 def sample_cmd(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory written by `train`."),
     n: int = typer.Option(10_000, "-n", "--n-samples", help="Number of samples.", min=1),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed."),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Draw samples with log_q, energies and importance weights into RUN/samples.npz."""
@@ -116,7 +115,7 @@ def evaluate_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The main job on the built-in default system: train, sample, evaluate, report."""

@@ -72,7 +72,7 @@ def plot_energy_histogram(
         ur = u_reference.double().numpy()
         lo, hi = min(lo, np.percentile(ur, 0.5)), max(hi, np.percentile(ur, 99.5))
     fig, ax = plt.subplots(figsize=(6, 4))
-    kw = dict(bins=bins, range=(lo, hi), density=True, histtype="step", linewidth=1.5)
+    kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step", "linewidth": 1.5}
     if u_reference is not None:
         ax.hist(ur, label="reference", color="black", **kw)
     ax.hist(um, label="model", color="tab:blue", **kw)

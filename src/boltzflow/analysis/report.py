@@ -65,9 +65,9 @@ def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     cfg = run.config
     lines += [
         "",
-        f"Model: {cfg.n_layers} {cfg.model} coupling layers, hidden {cfg.hidden}; "
+        (f"Model: {cfg.n_layers} {cfg.model} coupling layers, hidden {cfg.hidden}; "
         f"{cfg.steps} steps, loss = {cfg.w_nll:g}·NLL + {cfg.w_kl:g}·reverse KL. "
-        "Full configuration: `config.yaml`.",
+        "Full configuration: `config.yaml`."),
         "",
     ]
     for title, fig in figures:

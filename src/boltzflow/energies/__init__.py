@@ -3,5 +3,20 @@
 from __future__ import annotations
 
 from .base import Energy, check_event_shape
+from .forcefield import TorchForceField
+from .openmm import OpenMMEnergy
+from .particles import LennardJones, MultiDoubleWell
+from .toy import DoubleWell, GaussianMixture, ManyWell, MuellerBrown
 
-__all__ = ["Energy", "check_event_shape"]
+__all__ = [
+    "DoubleWell",
+    "Energy",
+    "GaussianMixture",
+    "LennardJones",
+    "ManyWell",
+    "MuellerBrown",
+    "MultiDoubleWell",
+    "OpenMMEnergy",
+    "TorchForceField",
+    "check_event_shape",
+]

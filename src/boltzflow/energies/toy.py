@@ -20,9 +20,9 @@ class DoubleWell(Energy):
     """Two-dimensional double well, defined directly in kT.
 
     ``u(x) = a·x₁ + b·x₁² + c·x₁⁴ + ½·d·x₂²`` on ``x: [B, 2]``. With the defaults the minima are
-    at ``x₁ ≈ -1.44`` (``u ≈ -4.37``, deeper) and ``x₁ ≈ 1.38`` (``u ≈ -3.63``), the barrier at
-    ``x₁ ≈ 0.03`` is about 4.4 kT above the deeper well and the free-energy difference between the
-    wells is about 0.7 kT.
+    at ``x₁ ≈ -1.4296`` (``u ≈ -4.3555``, deeper) and ``x₁ ≈ 1.3983`` (``u ≈ -3.6484``); the
+    barrier at ``x₁ ≈ 0.0313`` is 4.36 kT above the deeper well, and the free-energy difference
+    between the wells is 0.66 kT (the left well holds 66.0 % of the mass).
 
     Args:
         a: linear (tilt) coefficient of ``x₁``.
@@ -35,8 +35,8 @@ class DoubleWell(Energy):
         has this form.
 
     Example:
-        >>> DoubleWell().energy(torch.tensor([[-1.44, 0.0]]))  # doctest: +SKIP
-        tensor([-4.3656])
+        >>> DoubleWell().energy(torch.tensor([[-1.4296, 0.0]]))
+        tensor([-4.3555])
     """
 
     def __init__(self, *, a: float = 0.25, b: float = -4.0, c: float = 1.0, d: float = 1.0):
@@ -101,7 +101,8 @@ class ManyWell(Energy):
 
     ``u(x) = Σₖ [a·x₂ₖ + b·x₂ₖ² + c·x₂ₖ⁴ + ½·x₂ₖ₊₁²]`` on ``x: [B, dim]``, pairing coordinates
     ``(x[2k], x[2k+1])``. With FAB's defaults each copy is ``x₁⁴ - 6x₁² - 0.5x₁ + ½x₂²``, wells at
-    ``x₁ ≈ ±1.7`` (the right one deeper), so the 32-D target has 2¹⁶ modes and
+    ``x₁ ≈ -1.711`` (``u ≈ -8.14``) and ``x₁ ≈ 1.753`` (``u ≈ -9.87``, holding 84.4 % of the mass),
+    so the 32-D target has 2¹⁶ modes and
     ``log Z = 16·(log 11784.50927 + ½ log 2π)``.
 
     Args:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .draw import draw
 from .reweight import (
     clip_log_weights,
     effective_sample_size,
@@ -10,13 +11,12 @@ from .reweight import (
     resample_multinomial,
     resample_systematic,
 )
-from .draw import draw
 from .samples import Samples
 
 __all__ = [
     "Samples",
-    "draw",
     "clip_log_weights",
+    "draw",
     "effective_sample_size",
     "effective_sample_size_clipped",
     "log_weights",

@@ -47,7 +47,7 @@ def clip_log_weights(log_w: Tensor, fraction: float = 0.002) -> Tensor:
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    n_clip = int(math.floor(fraction * log_w.numel()))
+    n_clip = math.floor(fraction * log_w.numel())
     if n_clip == 0:
         return log_w
     threshold = torch.topk(log_w.flatten(), n_clip + 1).values[-1]

@@ -174,15 +174,17 @@ def sample_particle_system(
     max_chains: int,
     burn_in: int,
     thin: int,
-    step_size: float = 1e-3,
+    n_leapfrog: int,
+    step_size: float,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """``n`` mean-free reference samples ``[n, n_particles, spatial_dim]`` of a particle system.
+    """``n`` mean-free reference samples ``[n, n_particles, spatial_dim]`` (float32).
 
-    Runs ``min(n, max_chains)`` MALA chains (:func:`mala`, mean-free) from
-    :func:`lattice_configurations`, then applies to every draw an independent Haar-random rotation
-    and random permutation of the particles. Both leave the target invariant, so they are exact,
-    and they remove the slow rotational and permutational autocorrelation of the chains.
+    Runs ``min(n, max_chains)`` mean-free HMC chains (:func:`hmc`) from
+    :func:`lattice_configurations`, then applies to every draw an independent Haar-random
+    rotation and random permutation of the particles. Both leave the target invariant, so the
+    result is still a sample of it, and they remove the slow rotational and permutational
+    autocorrelation of the chains.
 
     Args:
         energy: a translation-, rotation- and permutation-invariant particle energy with event
@@ -192,18 +194,32 @@ def sample_particle_system(
         spacing: lattice spacing of the starting configurations.
         jitter: standard deviation of the jitter of the starting configurations.
         max_chains: most parallel chains.
-        burn_in, thin, step_size: see :func:`mala`.
+        burn_in, thin, n_leapfrog, step_size: see :func:`hmc`.
         dtype: working dtype of the chains.
     """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
     n_particles, spatial_dim = energy.event_shape
     n_chains = min(n, max_chains)
     x0 = lattice_configurations(
-        n_chains, n_particles, spatial_dim, spacing=spacing, jitter=jitter,
-        generator=generator, dtype=dtype,
+        n_chains,
+        n_particles,
+        spatial_dim,
+        spacing=spacing,
+        jitter=jitter,
+        generator=generator,
+        dtype=dtype,
     )
-    result = mala(
-        energy, x0, n_per_chain=math.ceil(n / n_chains), burn_in=burn_in, thin=thin,
-        generator=generator, step_size=step_size, mean_free=True,
+    result = hmc(
+        energy,
+        x0,
+        n_per_chain=math.ceil(n / n_chains),
+        burn_in=burn_in,
+        thin=thin,
+        generator=generator,
+        n_leapfrog=n_leapfrog,
+        step_size=step_size,
+        mean_free=True,
     )
     x = result.x[:n]
     rot = random_rotations(n, spatial_dim, generator, x.dtype)

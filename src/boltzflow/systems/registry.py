@@ -25,7 +25,8 @@ def register(system_id: str, description: str) -> Callable[[Callable[[], System]
 
 
 def _load_builtin() -> None:
-    from . import toys  # noqa: F401  (registers on import)
+    from . import toys  # noqa: F401, I001  (register on import; toys first in listings)
+    from . import molecules  # noqa: F401
 
 
 def available() -> dict[str, str]:
@@ -41,6 +42,9 @@ def get(system_id: str) -> System:
         BoltzflowError: unknown id; the message lists the known ones.
     """
     _load_builtin()
+    family = [k for k in _FACTORIES if k.startswith(system_id.partition(":")[0] + ":")]
+    if system_id not in _FACTORIES and family:  # parametric id: dipeptide:AK → dipeptide:XY
+        return _FACTORIES[family[0]](system_id)
     if system_id not in _FACTORIES:
         known = ", ".join(_FACTORIES)
         raise BoltzflowError(f"unknown system {system_id!r}; known systems: {known}")

@@ -178,7 +178,7 @@ def _diverged_message(what: str, value, step: int, parts, lr: float, ckpt) -> st
     shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
     where = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.exists() else ""
     return (
-        f"training diverged: {what} is {float(value)} at step {step} ({shown}); "
+        f"training diverged: {what} is {float(value.detach())} at step {step} ({shown}); "
         f"lower the learning rate (lr={lr:g}), lower clip_grad, or put more weight on the "
         f"likelihood term{where}"
     )

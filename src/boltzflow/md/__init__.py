@@ -1,0 +1,8 @@
+"""Molecular dynamics with OpenMM into resumable datasets with provenance."""
+
+from __future__ import annotations
+
+from .replica_exchange import geometric_temperatures
+from .simulate import simulate
+
+__all__ = ["geometric_temperatures", "simulate"]

@@ -1,0 +1,154 @@
+"""OpenMM Langevin walkers (one Context per replica) and their restart states on disk."""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import files
+from ..errors import BoltzflowError
+
+
+def platform_by_name(name: str):
+    """The OpenMM ``Platform`` called ``name``; a clear error lists the available ones."""
+    import openmm
+
+    try:
+        return openmm.Platform.getPlatformByName(name)
+    except openmm.OpenMMException:
+        known = [
+            openmm.Platform.getPlatform(i).getName()
+            for i in range(openmm.Platform.getNumPlatforms())
+        ]
+        raise BoltzflowError(
+            f"unknown OpenMM platform {name!r}; available here: {', '.join(known)}"
+        ) from None
+
+
+def integrator_seed(seed: int, walker: int) -> int:
+    """A non-zero 31-bit seed for walker ``walker`` (OpenMM reads 0 as 'pick one at random')."""
+    state = np.random.SeedSequence([seed, walker, 0x6D64]).generate_state(1)[0]
+    return int(state % (2**31 - 2)) + 1
+
+
+class Walkers:
+    """Replicas of one OpenMM system, each with its own ``LangevinMiddleIntegrator``.
+
+    Args:
+        openmm_system: the OpenMM ``System`` (no constraints are added).
+        temperatures: starting temperature of each walker (kelvin).
+        friction_per_ps: Langevin friction (1/ps).
+        timestep_fs: time step (fs).
+        platform: OpenMM platform name.
+        seed: seeds the integrators' random streams (one per walker).
+    """
+
+    def __init__(
+        self,
+        openmm_system,
+        temperatures: Sequence[float],
+        *,
+        friction_per_ps: float,
+        timestep_fs: float,
+        platform: str,
+        seed: int,
+    ):
+        import openmm
+
+        self.platform = platform_by_name(platform)
+        self.temperatures = [float(t) for t in temperatures]
+        self.integrators, self.contexts = [], []
+        for r, t in enumerate(self.temperatures):
+            integrator = openmm.LangevinMiddleIntegrator(t, friction_per_ps, timestep_fs / 1000.0)
+            integrator.setRandomNumberSeed(integrator_seed(seed, r))
+            self.integrators.append(integrator)
+            self.contexts.append(openmm.Context(openmm_system, integrator, self.platform))
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def start(self, positions: np.ndarray, seed: int) -> None:
+        """Place every walker at ``positions`` ``[n_atoms, 3]`` nm with Maxwell–Boltzmann velocities."""
+        for r, (context, t) in enumerate(zip(self.contexts, self.temperatures)):
+            context.setPositions(np.asarray(positions, np.float64))
+            context.setVelocitiesToTemperature(t, integrator_seed(seed, 1000 + r))
+
+    def step(self, n: int) -> None:
+        for integrator in self.integrators:
+            integrator.step(n)
+
+    def potential_energies(self) -> list[float]:
+        """Potential energy of each walker (kJ/mol)."""
+        from openmm import unit
+
+        return [
+            c.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            for c in self.contexts
+        ]
+
+    def frame(self, walker: int) -> tuple[np.ndarray, float]:
+        """Positions ``[n_atoms, 3]`` (nm, float64) and potential energy (kJ/mol) of a walker."""
+        from openmm import unit
+
+        state = self.contexts[walker].getState(getPositions=True, getEnergy=True)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        return positions, state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    def set_temperature(self, walker: int, temperature: float) -> None:
+        """Move a walker to ``temperature``, rescaling its velocities by ``sqrt(T_new / T_old)``."""
+        context = self.contexts[walker]
+        scale = (temperature / self.temperatures[walker]) ** 0.5
+        velocities = context.getState(getVelocities=True).getVelocities(asNumpy=True)
+        context.setVelocities(velocities * scale)
+        self.integrators[walker].setTemperature(temperature)
+        self.temperatures[walker] = temperature
+
+    def save_state(self, path: Path, meta: dict[str, Any]) -> None:
+        """Write every walker's checkpoint (+ portable XML state) and ``meta`` atomically."""
+        import openmm
+
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+        for r, context in enumerate(self.contexts):
+            arrays[f"checkpoint_{r}"] = np.frombuffer(context.createCheckpoint(), np.uint8)
+            xml = openmm.XmlSerializer.serialize(
+                context.getState(getPositions=True, getVelocities=True, getParameters=True)
+            )
+            arrays[f"xml_{r}"] = np.frombuffer(xml.encode(), np.uint8)
+        files.write_atomic(path, lambda f: np.savez(f, **arrays))
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore walkers from :func:`read_state` arrays; exact (incl. random streams) on the
+        platform that wrote them, positions and velocities only on another one."""
+        import openmm
+
+        for r, context in enumerate(self.contexts):
+            try:
+                context.loadCheckpoint(arrays[f"checkpoint_{r}"].tobytes())
+            except openmm.OpenMMException:
+                warnings.warn(
+                    f"MD checkpoint is from another platform or OpenMM version; continuing "
+                    f"from positions and velocities on {self.platform.getName()} "
+                    "(statistically equivalent, not bit-identical)",
+                    stacklevel=3,
+                )
+                state = openmm.XmlSerializer.deserialize(arrays[f"xml_{r}"].tobytes().decode())
+                context.setState(state)
+
+
+def read_state(path: Path, n_walkers: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """``(meta, arrays)`` of a state file, or ``None`` if it is missing or unreadable."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if any(f"checkpoint_{r}" not in arrays for r in range(n_walkers)):
+        return None
+    return meta, arrays
