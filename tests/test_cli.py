@@ -93,3 +93,60 @@ def test_train_sample_evaluate_run_directory(tmp_path, capsys):
     code, _, err = run_main(capsys, "train", "--system", "double-well", "--steps", "31",
                             "--out", str(run), "--no-progress")
     assert code == 2 and "different configuration" in err
+
+
+def test_simulate_info_and_train_on_the_dataset(tmp_path, capsys):
+    ds = tmp_path / "ds"
+    code, out, err = run_main(
+        capsys, "simulate", "aldp-vacuum", "--ns", "0.01", "--equilibration-ps", "2",
+        "--out", str(ds), "--no-progress",
+    )
+    assert code == 0, err
+    assert "10 frames" in out
+    code, out, err = run_main(capsys, "info", str(ds))
+    assert code == 0 and "aldp-vacuum" in out and "amber99sb-ildn" in out
+    (tmp_path / "c.toml").write_text("n_layers = 2\nhidden = [16]\nn_test = 2\nw_kl = 0.0\n")
+    run = tmp_path / "run"
+    code, out, err = run_main(
+        capsys, "train", "--system", "aldp-vacuum", "--data", str(ds), "--config",
+        str(tmp_path / "c.toml"), "--steps", "5", "--out", str(run), "--no-progress",
+    )
+    assert code == 0, err
+    assert (run / "data.npz").exists()
+    # a dataset of another system is refused with a clear line
+    code, _, err = run_main(
+        capsys, "train", "--system", "aldp-implicit", "--data", str(ds), "--steps", "5",
+        "--out", str(tmp_path / "run2"), "--no-progress",
+    )
+    assert code == 2 and "is for system 'aldp-vacuum'" in err
+
+
+def test_molecule_without_data_and_toy_with_pdb_options(capsys, tmp_path):
+    code, _, err = run_main(capsys, "train", "--system", "aldp-vacuum", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--data" in err and "boltzflow simulate aldp-vacuum" in err
+    code, _, err = run_main(capsys, "train", "--system", "dw4", "--solvent", "obc2")
+    assert code == 2 and "can only be set for a PDB file" in err
+    code, _, err = run_main(capsys, "simulate", "dw4", "--out", str(tmp_path / "d"))
+    assert code == 2 and "not a molecule" in err
+
+
+def test_pdb_path_is_accepted_as_a_system(tmp_path, capsys):
+    import boltzflow as bf
+
+    system = bf.systems.get("aldp-vacuum")
+    pdb = tmp_path / "mol.pdb"
+    import openmm.app as app
+    import openmm.unit as unit
+
+    with open(pdb, "w") as f:
+        app.PDBFile.writeFile(system.openmm_topology, system.positions.numpy() * unit.nanometer, f)
+    code, out, err = run_main(
+        capsys, "simulate", str(pdb), "--forcefield", "amber99sb-ildn", "--solvent", "vacuum",
+        "--temperature", "350", "--ns", "0.002", "--equilibration-ps", "1",
+        "--out", str(tmp_path / "ds"), "--no-progress",
+    )
+    assert code == 0, err
+    code, out, _ = run_main(capsys, "info", str(tmp_path / "ds"))
+    assert "350 K" in out
+    code, _, err = run_main(capsys, "simulate", str(tmp_path / "missing.pdb"))
+    assert code == 2 and "missing.pdb" in err and len(err.strip().splitlines()) == 1

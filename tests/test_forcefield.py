@@ -229,7 +229,10 @@ def test_pair_energies_gradcheck(kappa):
     x = torch.arange(n, dtype=torch.float64)[None, :, None] * torch.tensor([0.1, 0.05, 0.08])
     x = x + 0.02 * torch.randn(3, n, 3, generator=gen, dtype=torch.float64)
     i, j = torch.triu_indices(n, n, 1)
-    rand = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float64)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
     radius = rand(n) * 0.1 + 0.12
     offset_radius = radius - 0.009
     scaled_radius = offset_radius * (rand(n) * 0.2 + 0.7)

@@ -20,6 +20,9 @@ app = typer.Typer(
     help="Boltzmann generators: train flows on Boltzmann densities, sample, reweight, report.",
 )
 
+_FF_HELP = "Force field for a PDB system: amber14 or amber99sb-ildn [amber14]."
+_SOLVENT_HELP = "Solvent model for a PDB system: vacuum, obc1 or obc2 [obc2]."
+_TEMP_HELP = "Temperature in kelvin for a PDB system [300]."
 _DEBUG_HELP = "Show full tracebacks (also accepted before the command: boltzflow --debug ...)."
 
 
@@ -54,8 +57,16 @@ def systems_cmd() -> None:
 
 @app.command("train")
 def train_cmd(
-    system: str | None = typer.Option(None, "--system", "-s", help="System id (see `boltzflow systems`)."),
+    system: str | None = typer.Option(
+        None, "--system", "-s", help="System id (see `boltzflow systems`) or a PDB file."
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML or YAML config file."),
+    data: Path | None = typer.Option(
+        None, "--data", help="MD dataset (from `boltzflow simulate`) for molecules."
+    ),
+    forcefield: str | None = typer.Option(None, "--forcefield", help=_FF_HELP),
+    solvent: str | None = typer.Option(None, "--solvent", help=_SOLVENT_HELP),
+    temperature: float | None = typer.Option(None, "--temperature", help=_TEMP_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory [runs/<system>]."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides config)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides config)."),
@@ -67,13 +78,14 @@ def train_cmd(
     from .config import TrainConfig, read_config_file
 
     _threads()
-    data = read_config_file(config) if config is not None else {}
-    cfg = TrainConfig.from_dict(data, source=str(config) if config else "config")
-    cfg = cfg.replace(system=system, steps=steps, seed=seed, device=device)
-    from . import systems as systems_mod
-
-    systems_mod.get(cfg.system)  # fail fast on an unknown id
-    out = out or Path("runs") / cfg.system
+    values = read_config_file(config) if config is not None else {}
+    cfg = TrainConfig.from_dict(values, source=str(config) if config else "config")
+    cfg = cfg.replace(
+        system=system, steps=steps, seed=seed, device=device, forcefield=forcefield,
+        solvent=solvent, temperature=temperature, data=str(data) if data else None,
+    )
+    pipeline.resolve_system(cfg)  # fail fast on an unknown id or a bad PDB
+    out = out or Path("runs") / Path(cfg.system).stem.replace(":", "-")
     run = pipeline.train(cfg, out, progress=progress)
     typer.echo(f"trained {cfg.system} for {cfg.steps} steps → {run.path}")
     typer.echo(f"next: boltzflow sample --run {run.path} -n {cfg.n_samples}")
@@ -112,6 +124,64 @@ def evaluate_cmd(
         typer.echo(f"report: {run / 'report.md'}")
 
 
+@app.command("simulate")
+def simulate_cmd(
+    system: str = typer.Argument(..., help="System id (see `boltzflow systems`) or a PDB file."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Dataset directory [data/<system>]."),
+    ns: float = typer.Option(1.0, "--ns", help="Production length in ns (at the target temperature)."),
+    timestep_fs: float = typer.Option(1.0, "--timestep-fs", help="Integration time step (fs)."),
+    friction_per_ps: float = typer.Option(1.0, "--friction-per-ps", help="Langevin friction (1/ps)."),
+    frame_interval_ps: float = typer.Option(1.0, "--frame-interval-ps", help="Frame spacing (ps)."),
+    equilibration_ps: float = typer.Option(100.0, "--equilibration-ps", help="Equilibration (ps)."),
+    replicas: int | None = typer.Option(
+        None, "--replicas", help="Parallel tempering: number of replicas (geometric ladder)."
+    ),
+    t_max: float = typer.Option(600.0, "--t-max", help="Highest replica temperature (K)."),
+    exchange_interval_ps: float = typer.Option(1.0, "--exchange-interval-ps"),
+    seed: int = typer.Option(0, "--seed"),
+    platform: str = typer.Option("Reference", "--platform", help="OpenMM platform."),
+    forcefield: str | None = typer.Option(None, "--forcefield", help=_FF_HELP),
+    solvent: str | None = typer.Option(None, "--solvent", help=_SOLVENT_HELP),
+    temperature: float | None = typer.Option(None, "--temperature", help=_TEMP_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run Langevin MD (optionally parallel tempering) into a resumable dataset with provenance."""
+    from . import systems
+    from .md import geometric_temperatures, simulate
+
+    _threads()
+    sys_obj = systems.resolve(system, forcefield=forcefield, solvent=solvent, temperature=temperature)
+    if not hasattr(sys_obj, "openmm_system"):
+        raise BoltzflowError(f"system {system!r} is not a molecule; MD needs a molecular system")
+    ladder = None
+    if replicas is not None:
+        if replicas < 2:
+            raise BoltzflowError("--replicas must be at least 2 for parallel tempering")
+        ladder = geometric_temperatures(sys_obj.temperature, t_max, replicas)
+    out = out or Path("data") / Path(system).stem.replace(":", "-")
+    try:
+        dataset = simulate(
+            sys_obj, out, ns=ns, timestep_fs=timestep_fs, friction_per_ps=friction_per_ps,
+            frame_interval_ps=frame_interval_ps, equilibration_ps=equilibration_ps,
+            seed=seed, platform=platform, replicas=ladder,
+            exchange_interval_ps=exchange_interval_ps, progress=progress,
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; completed chunks are kept in {out} — rerun the same command "
+                   "to resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"{len(dataset)} frames → {out}")
+    typer.echo(f"train on it: boltzflow train --system {system} --data {out}")
+
+
+@app.command("info")
+def info_cmd(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
+    """Show a dataset's provenance: system, force field, temperature, integrator, frames."""
+    from .data import info
+
+    typer.echo(info(dataset))
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
@@ -132,8 +202,9 @@ def demo_cmd(
     m = pipeline.evaluate(run)
     typer.echo(f"ESS {m['ess']:.3f} (clipped {m['ess_clipped']:.3f}), NLL {m.get('nll', float('nan')):.3f}")
     if "dF_exact" in m:
+        a, b = run.system.region_labels
         typer.echo(
-            f"ΔF(x1>0 − x1<0): reweighted {m['dF_reweighted']:.3f} ± {m['dF_reweighted_stderr']:.3f} kT, "
+            f"ΔF({b} − {a}): reweighted {m['dF_reweighted']:.3f} ± {m['dF_reweighted_stderr']:.3f} kT, "
             f"exact {m['dF_exact']:.3f} kT"
         )
     typer.echo(f"report: {out / 'report.md'}")

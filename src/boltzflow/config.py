@@ -32,7 +32,13 @@ class TrainConfig:
     """Everything that defines a training run; written resolved into the run directory.
 
     Attributes:
-        system: system id (see ``boltzflow systems``).
+        system: system id (see ``boltzflow systems``) or a PDB file path.
+        forcefield: force field for a PDB system (``amber14`` or ``amber99sb-ildn``); empty for
+            named systems, which pin their own.
+        solvent: solvent model for a PDB system (``vacuum``, ``obc1``, ``obc2``); empty otherwise.
+        temperature: temperature (K) for a PDB system; 0 for named systems.
+        data: reference dataset directory (from ``boltzflow simulate``) for molecules; toys
+            draw their own reference samples.
         model: coupling layer type, ``spline`` (rational-quadratic) or ``affine`` (RealNVP).
         n_layers: number of coupling layers.
         hidden: hidden layer widths of each conditioner MLP.
@@ -59,6 +65,10 @@ class TrainConfig:
     """
 
     system: str = "double-well"
+    forcefield: str = ""
+    solvent: str = ""
+    temperature: float = 0.0
+    data: str = ""
     model: str = "spline"
     n_layers: int = 6
     hidden: list[int] = field(default_factory=lambda: [64, 64])
@@ -119,6 +129,7 @@ class TrainConfig:
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         for key in ("steps", "warmup", "seed"):
             _check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
+        _check(self.temperature >= 0, "temperature", "a positive number (kelvin)", self.temperature)
         for key in ("lr", "bound", "clip_grad", "u_high"):
             _check(getattr(self, key) > 0, key, "a positive number", getattr(self, key))
         for key in ("w_nll", "w_kl"):

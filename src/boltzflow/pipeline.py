@@ -82,14 +82,62 @@ def _prepare_out_dir(out: Path) -> None:
         raise BoltzflowError(f"output directory {out} is not writable; choose another --out")
 
 
-def reference_data(system: systems.System, config: TrainConfig, path: Path) -> dict[str, torch.Tensor]:
-    """Train/test reference samples, cached in ``path`` so a resumed run reuses them."""
+def resolve_system(config: TrainConfig) -> systems.System:
+    """The config's system: a registry id or a PDB file with its force field and solvent."""
+    return systems.resolve(
+        config.system,
+        forcefield=config.forcefield or None,
+        solvent=config.solvent or None,
+        temperature=config.temperature or None,
+    )
+
+
+def _dataset_samples(system: systems.System, config: TrainConfig) -> torch.Tensor:
+    """Frames of an MD dataset, checked against the system, centred and aligned (float32)."""
+    from .data import Dataset
+    from .geometry import align
+
+    dataset = Dataset.load(config.data)
+    if dataset.system_id != system.id:
+        raise BoltzflowError(
+            f"dataset {config.data} is for system {dataset.system_id!r}, not {system.id!r}; "
+            f"simulate it with `boltzflow simulate {system.id}`"
+        )
+    x = dataset.positions.to(torch.float64)
+    ref = getattr(system, "positions", None)
+    if ref is not None:
+        x = align(x, ref.to(torch.float64))
+    return x.to(torch.float32)
+
+
+def reference_data(
+    system: systems.System, config: TrainConfig, path: Path
+) -> dict[str, torch.Tensor]:
+    """Train/test reference samples, cached in ``path`` so a resumed run reuses them.
+
+    Toys draw fresh reference samples; molecules read an MD dataset (``config.data``), whose
+    last frames (in time) are held out as the test set, since neighbouring frames correlate.
+    """
     if path.exists():
         data = np.load(path)
-        if str(data["system_id"]) == system.id and len(data["train"]) == config.n_data:
+        if str(data["system_id"]) == system.id:
             return {"train": torch.from_numpy(data["train"]), "test": torch.from_numpy(data["test"])}
-    x = system.sample_reference(config.n_data + config.n_test, seed=config.seed)
-    split = {"train": x[: config.n_data], "test": x[config.n_data :]}
+    if config.data:
+        x = _dataset_samples(system, config)
+        n_test = min(config.n_test, len(x) // 5)
+        train, test = x[: len(x) - n_test], x[len(x) - n_test :]
+        if len(train) > config.n_data:  # thin evenly in time
+            train = train[torch.linspace(0, len(train) - 1, config.n_data).long()]
+        split = {"train": train, "test": test}
+    elif system.reference_sampler is not None:
+        x = system.sample_reference(config.n_data + config.n_test, seed=config.seed)
+        split = {"train": x[: config.n_data], "test": x[config.n_data :]}
+    else:
+        raise BoltzflowError(
+            f"system {system.id!r} has no built-in reference samples: pass a dataset with "
+            f"--data (make one with `boltzflow simulate {system.id}`), or set w_nll = 0 to "
+            "train on the energy alone"
+        )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, train=split["train"].numpy(), test=split["test"].numpy(),
@@ -107,7 +155,7 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
     out = Path(out)
     _prepare_out_dir(out)
     config_path = out / CONFIG_NAME
-    if config_path.exists():
+    if config_path.exists() and (out / "checkpoint.pt").exists():
         previous = read_config_file(config_path)
         differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
         if differing:
@@ -119,7 +167,7 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
 
     write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    system = systems.get(config.system)
+    system = resolve_system(config)
     torch.manual_seed(config.seed)
     data = reference_data(system, config, out / DATA_NAME) if config.w_nll > 0 else None
     device, dtype = _device(config), _dtype(config)
@@ -152,7 +200,7 @@ def load_run(path: str | Path) -> Run:
     if not (path / CONFIG_NAME).exists():
         raise BoltzflowError(f"{path} is not a run directory (no {CONFIG_NAME}); train first")
     config = TrainConfig.from_dict(read_config_file(path / CONFIG_NAME), source=str(path))
-    system = systems.get(config.system)
+    system = resolve_system(config)
     state = load_checkpoint(path / "checkpoint.pt")
     meta = state.get("metadata", {})
     if meta.get("system") != system.id or meta.get("kind") != "coupling-flow":
@@ -177,7 +225,7 @@ def sample(run: Run, n: int, *, seed: int | None = None, progress: bool = True) 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="sample", unit="x", dynamic_ncols=True)
+        bar = tqdm(total=n, desc="sample", unit="x", dynamic_ncols=True, disable=None)
     t0 = time.perf_counter()
     try:
         samples = draw(run.flow, energy, n, progress=(lambda d: bar.update(d - bar.n)) if bar else None)

@@ -10,7 +10,7 @@ import torch
 
 from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
 
-_LABELS = {
+_BASE_LABELS = {
     "ess": "ESS (Kish, fraction)",
     "ess_clipped": "ESS, clipped",
     "n_samples": "samples",
@@ -25,6 +25,7 @@ _LABELS = {
 
 def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     """Write ``report.md`` and its PNG figures into the run directory; returns the report path."""
+    labels = dict(_BASE_LABELS)
     path = Path(run.path)
     figures: list[tuple[str, Path]] = []
     system = run.system
@@ -48,6 +49,9 @@ def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     if curve is not None:
         figures.append(("Training curve", curve))
 
+    a, b = system.region_labels
+    for key in ("dF_reweighted", "dF_model", "dF_exact"):
+        labels[key] = labels[key].replace("B − A", f"{b} − {a}")
     lines = [f"# boltzflow run: `{system.id}`", ""]
     if system.description:
         lines += [system.description, ""]
@@ -55,7 +59,7 @@ def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     for key, value in metrics.items():
         if key.endswith("_stderr") or key in ("system", "clip_fraction"):
             continue
-        label = _LABELS.get(key, key)
+        label = labels.get(key, key)
         if key == "ess_clipped":
             label += f" (largest {metrics['clip_fraction']:.2%} of weights clipped)"
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)

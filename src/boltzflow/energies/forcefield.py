@@ -236,10 +236,11 @@ def _read_forces(system, n_atoms: int) -> dict[str, list]:
     out: dict[str, list] = {kind: [] for kind, _ in readers.values()} | {"skipped": []}
     for force in system.getForces():
         name = type(force).__name__
+        reader = next((r for cls, r in readers.items() if isinstance(force, cls)), None)
         if name in SKIPPED_FORCES:
             out["skipped"].append(name)
-        elif type(force) in readers:
-            kind, read = readers[type(force)]
+        elif reader is not None:
+            kind, read = reader
             out[kind].append(read(force))
         else:
             raise NotImplementedError(
@@ -273,7 +274,8 @@ class TorchForceField(Energy):
     ``.to(device)``); every call computes in the dtype of ``x``, on its device. A batch is
     evaluated in chunks of ``chunk_size`` configurations, which bounds the memory of the
     temporaries. The forces of the pair terms (LJ, Coulomb, GB) are analytic, those of the
-    bonded terms come from autograd.
+    bonded terms come from autograd; gradients flow through :meth:`energy` to first order
+    only (the pair terms do not support double backward).
 
     Supported forces are listed in the module docstring; ``CMMotionRemover`` is skipped
     (``self.skipped_forces``); anything else raises ``NotImplementedError``.

@@ -5,6 +5,6 @@ from __future__ import annotations
 from .base import System
 from .molecule import MolecularSystem
 from .molecules import from_pdb, from_sequence
-from .registry import available, get, register
+from .registry import available, get, register, resolve
 
-__all__ = ["MolecularSystem", "System", "available", "from_pdb", "from_sequence", "get", "register"]
+__all__ = ["MolecularSystem", "System", "available", "from_pdb", "from_sequence", "get", "register", "resolve"]

@@ -29,6 +29,7 @@ class System:
         reference: short citation of the target's definition.
         in_region_b: ``x -> bool[B]`` splitting configurations into two regions for a
             free-energy difference ``ΔF = F_B - F_A`` (A is the complement), or ``None``.
+        region_labels: names of regions A and B for reports.
     """
 
     id: str
@@ -43,6 +44,7 @@ class System:
     )
     reference: str = ""
     in_region_b: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
+    region_labels: tuple[str, str] = ("A", "B")
 
     @property
     def event_shape(self) -> tuple[int, ...]:

@@ -49,3 +49,34 @@ def get(system_id: str) -> System:
         known = ", ".join(_FACTORIES)
         raise BoltzflowError(f"unknown system {system_id!r}; known systems: {known}")
     return _FACTORIES[system_id]()
+
+
+def resolve(
+    spec: str,
+    *,
+    forcefield: str | None = None,
+    solvent: str | None = None,
+    temperature: float | None = None,
+) -> System:
+    """A system from a registry id or a PDB file path (with force field, solvent, temperature).
+
+    ``forcefield``, ``solvent`` and ``temperature`` apply to PDB files only: a named system pins
+    everything that changes its energy.
+    """
+    if spec.lower().endswith(".pdb"):
+        from .molecules import from_pdb
+
+        return from_pdb(
+            spec,
+            forcefield=forcefield or "amber14",
+            solvent=solvent or "obc2",
+            temperature=300.0 if temperature is None else temperature,
+        )
+    given = [n for n, v in (("forcefield", forcefield), ("solvent", solvent),
+                            ("temperature", temperature)) if v is not None]
+    if given:
+        raise BoltzflowError(
+            f"{', '.join(given)} can only be set for a PDB file; system {spec!r} pins its own "
+            "(see `boltzflow systems`)"
+        )
+    return get(spec)

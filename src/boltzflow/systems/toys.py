@@ -42,6 +42,7 @@ def double_well() -> System:
         reference_sampler=sampler,
         reference="Noé, Olsson, Köhler, Wu, Science 365, eaaw1147 (2019)",
         in_region_b=_right_well,
+        region_labels=("x1 < 0", "x1 > 0"),
     )
 
 

@@ -189,4 +189,7 @@ def _progress(enabled: bool, total: int, completed: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=completed, desc="train", unit="step", dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (logs, CI); the CSV log has it all.
+    return tqdm(
+        total=total, initial=completed, desc="train", unit="step", dynamic_ncols=True, disable=None
+    )
