@@ -36,6 +36,12 @@ def _threads() -> None:
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 
 
+def _is_main() -> bool:
+    from .training.distributed import world
+
+    return world().is_main
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """Boltzmann generators: train flows on Boltzmann densities, sample, reweight, report."""
@@ -87,8 +93,9 @@ def train_cmd(
     pipeline.resolve_system(cfg)  # fail fast on an unknown id or a bad PDB
     out = out or Path("runs") / Path(cfg.system).stem.replace(":", "-")
     run = pipeline.train(cfg, out, progress=progress)
-    typer.echo(f"trained {cfg.system} for {cfg.steps} steps → {run.path}")
-    typer.echo(f"next: boltzflow sample --run {run.path} -n {cfg.n_samples}")
+    if _is_main():
+        typer.echo(f"trained {cfg.system} for {cfg.steps} steps → {run.path}")
+        typer.echo(f"next: boltzflow sample --run {run.path} -n {cfg.n_samples}")
 
 
 @app.command("sample")
@@ -106,7 +113,8 @@ def sample_cmd(
     loaded = pipeline.load_run(run)
     samples = pipeline.sample(loaded, n, seed=seed, progress=progress)
     ess = effective_sample_size(samples.log_w)
-    typer.echo(f"{len(samples)} samples → {run / pipeline.SAMPLES_NAME} (ESS {ess:.3f})")
+    if _is_main():
+        typer.echo(f"{len(samples)} samples → {run / pipeline.SAMPLES_NAME} (ESS {ess:.3f})")
 
 
 @app.command("evaluate")

@@ -32,7 +32,7 @@ from .errors import BoltzflowError
 from .flow import Flow
 from .models import build_flow
 from .sampling import Samples, draw, effective_sample_size, effective_sample_size_clipped
-from .training import combined_loss, fit, load_checkpoint
+from .training import combined_loss, distributed, fit, load_checkpoint
 
 CONFIG_NAME = "config.yaml"
 DATA_NAME = "data.npz"
@@ -55,8 +55,10 @@ def _dtype(config: TrainConfig) -> torch.dtype:
 
 
 def _device(config: TrainConfig) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise BoltzflowError("device 'cuda' was asked for but no CUDA GPU is visible; use cpu")
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise BoltzflowError("device 'cuda' was asked for but no CUDA GPU is visible; use cpu")
+        return torch.device("cuda", distributed.world().local_rank)
     return torch.device(config.device)
 
 
@@ -153,7 +155,57 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
         BoltzflowError: ``out`` holds a run with another configuration, or is not writable.
     """
     out = Path(out)
-    _prepare_out_dir(out)
+    w = distributed.init(config.device)
+    for key in ("batch_size", "kl_batch_size"):
+        if getattr(config, key) % w.size:
+            raise BoltzflowError(
+                f"config key {key!r} ({getattr(config, key)}) must be divisible by the number of "
+                f"ranks ({w.size})"
+            )
+    if w.is_main:
+        _prepare_out_dir(out)
+        _write_config(config, out)
+    distributed.barrier()
+    system = resolve_system(config)
+    torch.manual_seed(config.seed)
+    data = None
+    if config.w_nll > 0:
+        if w.is_main:
+            data = reference_data(system, config, out / DATA_NAME)
+        distributed.barrier()
+        if not w.is_main:
+            data = reference_data(system, config, out / DATA_NAME)  # reads rank 0's file
+    device, dtype = _device(config), _dtype(config)
+    flow = build_flow(system, config, data["train"] if data else None).to(device, dtype)
+    energy = system.energy.to(device, dtype)
+    train_x = data["train"].to(device, dtype) if data else None
+    batch, kl_batch = config.batch_size // w.size, config.kl_batch_size // w.size
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        # Per-step seeds: a resumed or distributed run draws exactly the same global batch.
+        x = None
+        if train_x is not None:
+            gen = torch.Generator().manual_seed(distributed.step_seed(config.seed, step))
+            idx = torch.randint(len(train_x), (config.batch_size,), generator=gen)
+            x = train_x[idx[w.rank * batch : (w.rank + 1) * batch].to(device)]
+        torch.manual_seed(distributed.step_seed(config.seed, step, w.rank))
+        return combined_loss(
+            flow, energy, x, w_nll=config.w_nll, w_kl=config.w_kl,
+            n_samples=kl_batch, u_high=config.u_high,
+        )
+
+    fit(
+        flow, loss_fn, steps=config.steps, lr=config.lr, schedule=config.lr_schedule,
+        warmup=config.warmup, clip_grad=config.clip_grad, out_dir=out,
+        checkpoint_every=config.checkpoint_every, progress=progress,
+        metadata={"system": system.id, "model": config.model, "kind": "coupling-flow"},
+    )
+    distributed.barrier()
+    return Run(out, config, system, flow)
+
+
+def _write_config(config: TrainConfig, out: Path) -> None:
+    """Write the resolved config; refuse to mix it into a started run with another config."""
     config_path = out / CONFIG_NAME
     if config_path.exists() and (out / "checkpoint.pt").exists():
         previous = read_config_file(config_path)
@@ -166,32 +218,6 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
     import yaml
 
     write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-    system = resolve_system(config)
-    torch.manual_seed(config.seed)
-    data = reference_data(system, config, out / DATA_NAME) if config.w_nll > 0 else None
-    device, dtype = _device(config), _dtype(config)
-    flow = build_flow(system, config, data["train"] if data else None).to(device, dtype)
-    energy = system.energy.to(device, dtype)
-    train_x = data["train"].to(device, dtype) if data else None
-
-    def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        x = None
-        if train_x is not None:
-            idx = torch.randint(len(train_x), (config.batch_size,), device=device)
-            x = train_x[idx]
-        return combined_loss(
-            flow, energy, x, w_nll=config.w_nll, w_kl=config.w_kl,
-            n_samples=config.kl_batch_size, u_high=config.u_high,
-        )
-
-    fit(
-        flow, loss_fn, steps=config.steps, lr=config.lr, schedule=config.lr_schedule,
-        warmup=config.warmup, clip_grad=config.clip_grad, out_dir=out,
-        checkpoint_every=config.checkpoint_every, progress=progress,
-        metadata={"system": system.id, "model": config.model, "kind": "coupling-flow"},
-    )
-    return Run(out, config, system, flow)
 
 
 def load_run(path: str | Path) -> Run:
@@ -219,21 +245,33 @@ def load_run(path: str | Path) -> Run:
 
 def sample(run: Run, n: int, *, seed: int | None = None, progress: bool = True) -> Samples:
     """Draw ``n`` samples, score and weight them, and save ``samples.npz`` in the run."""
-    torch.manual_seed(run.config.seed + 1 if seed is None else seed)
+    w = distributed.init(run.config.device)
+    base_seed = run.config.seed + 1 if seed is None else seed
+    torch.manual_seed(distributed.step_seed(base_seed, -1, w.rank) if w.distributed else base_seed)
     energy = run.system.energy.to(_device(run.config), _dtype(run.config))
+    n_local = -(-n // w.size)  # equal shards for all_gather; trimmed to n below
     bar = None
-    if progress:
+    if progress and w.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="sample", unit="x", dynamic_ncols=True, disable=None)
     t0 = time.perf_counter()
     try:
-        samples = draw(run.flow, energy, n, progress=(lambda d: bar.update(d - bar.n)) if bar else None)
+        samples = draw(
+            run.flow, energy, n_local,
+            progress=(lambda d: bar.update(d - bar.n)) if bar else None,
+        )
     finally:
         if bar is not None:
             bar.close()
-    samples.save(run.path / SAMPLES_NAME, system_id=run.system.id)
-    (run.path / "sample_time.txt").write_text(f"{time.perf_counter() - t0:.3f}\n")
+    if w.distributed:
+        samples = Samples(
+            *(distributed.gather_cat(t)[:n] for t in (samples.x, samples.log_q, samples.u, samples.log_w))
+        )
+    if w.is_main:
+        samples.save(run.path / SAMPLES_NAME, system_id=run.system.id)
+        (run.path / "sample_time.txt").write_text(f"{time.perf_counter() - t0:.3f}\n")
+    distributed.barrier()
     return samples
 
 

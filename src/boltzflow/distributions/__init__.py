@@ -7,3 +7,7 @@ from .boltzmann import Boltzmann
 from .normal import MeanFreeNormal, StandardNormal
 
 __all__ = ["Boltzmann", "Distribution", "MeanFreeNormal", "StandardNormal"]
+
+from .torus import ProductBase  # noqa: E402
+
+__all__ += ["ProductBase"]

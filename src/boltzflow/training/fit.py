@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import TrainingDiverged
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import world
 
 #: ``loss_fn(step) -> {"loss": scalar, **parts}``; parts are logged.
 LossFn = Callable[[int], dict[str, Tensor]]
@@ -39,6 +40,41 @@ def make_scheduler(
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _LossModule(nn.Module):
+    """Wraps ``loss_fn`` as a module's forward so DDP can synchronize the model's gradients."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, step: int) -> dict[str, Tensor]:
+        return self.loss_fn(step)
+
+
+def _any_rank(flag: bool) -> bool:
+    """True if ``flag`` is true on any rank (collective; plain ``flag`` in one process)."""
+    w = world()
+    if not w.distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    w = world()
+    if not w.distributed:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / w.size).tolist()))
 
 
 def _rewrite_log(path: Path, up_to_step: int) -> None:
@@ -80,6 +116,11 @@ def fit(
     ``log_every`` steps; with ``resume`` an existing checkpoint is continued from its step, and
     the continued run is identical to an uninterrupted one.
 
+    Under ``torchrun`` (a process group is initialized) the model is wrapped in
+    ``DistributedDataParallel``: each rank computes ``loss_fn`` on its share of the batch,
+    gradients are averaged, logged values are averaged over ranks, and only rank 0 writes the
+    checkpoint and the log.
+
     Returns:
         The logged rows (``step``, ``loss``, parts, ``lr``, ``grad_norm``, ``time``) of this call.
 
@@ -92,11 +133,19 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, schedule, steps, warmup)
+    w = world()
+    compute = loss_fn
+    if w.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        compute = DistributedDataParallel(_LossModule(model, loss_fn))
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     log_path = out / LOG_NAME if out is not None else None
-    if out is not None:
+    if out is not None and w.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(f"{CHECKPOINT_NAME}*.tmp"):  # left by a kill mid-write
+            stale.unlink(missing_ok=True)
 
     start = 0
     if ckpt_path is not None and resume and ckpt_path.exists():
@@ -106,10 +155,11 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
-        _rewrite_log(log_path, start)
+        if w.is_main:
+            _rewrite_log(log_path, start)
 
     def checkpoint(step: int) -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not w.is_main:
             return
         save_checkpoint(
             ckpt_path,
@@ -125,14 +175,14 @@ def fit(
 
     rows: list[dict[str, float]] = []
     writer = log_file = None
-    bar = _progress(progress, total=steps, completed=start)
+    bar = _progress(progress and w.is_main, total=steps, completed=start)
     t0 = time.perf_counter()
     try:
         model.train()
         for step in range(start, steps):
-            parts = loss_fn(step)
+            parts = compute(step)
             loss = parts["loss"]
-            if not torch.isfinite(loss):
+            if _any_rank(not bool(torch.isfinite(loss))):
                 raise TrainingDiverged(_diverged_message("loss", loss, step, parts, lr, ckpt_path))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -146,11 +196,12 @@ def fit(
             scheduler.step()
             done = step + 1
             if done % log_every == 0 or done == steps:
-                row = {"step": done, **{k: float(v.detach()) for k, v in parts.items()}}
+                values = _mean_over_ranks({k: float(v.detach()) for k, v in parts.items()})
+                row = {"step": done, **values}
                 row.update(lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm))
                 row["time"] = time.perf_counter() - t0
                 rows.append(row)
-                if log_path is not None:
+                if log_path is not None and w.is_main:
                     if writer is None:
                         new = not log_path.exists() or log_path.stat().st_size == 0
                         log_file = log_path.open("a", newline="")

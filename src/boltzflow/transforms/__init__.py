@@ -26,3 +26,17 @@ __all__ = [
     "helmert_basis",
     "rational_quadratic_spline",
 ]
+
+from .internal import ICs, InternalCoordinates, bond_angle, dihedral, place_atom  # noqa: E402
+from .zmatrix import ZMatrix, build_zmatrix, zmatrix_from_graph  # noqa: E402
+
+__all__ += [
+    "ICs",
+    "InternalCoordinates",
+    "ZMatrix",
+    "bond_angle",
+    "build_zmatrix",
+    "dihedral",
+    "place_atom",
+    "zmatrix_from_graph",
+]

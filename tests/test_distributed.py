@@ -1,0 +1,92 @@
+"""torchrun on CPU (gloo): two ranks equal one process with the same global batch; resume works;
+SIGKILL mid-run loses no completed step and leaves only readable files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boltzflow.training import load_checkpoint
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+CONFIG = "n_layers: 2\nhidden: [16]\nw_kl: 0.0\nn_data: 2000\nn_test: 500\nbatch_size: 64\nlr: 0.01\n"
+
+
+def _train(tmp: Path, out: str, steps: int, ranks: int = 1, extra: str = "") -> subprocess.Popen:
+    (tmp / "c.yaml").write_text(CONFIG + extra)
+    launcher = [TORCHRUN, "--nproc-per-node", str(ranks)] if ranks > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "boltzflow", "train", "--system", "double-well", "--config",
+           str(tmp / "c.yaml"), "--steps", str(steps), "--out", str(tmp / out), "--no-progress"]
+    return subprocess.Popen(cmd, env=ENV, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path / "checkpoint.pt")["model"]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def test_two_ranks_equal_one_process_and_resume(tmp_path):
+    _finish(_train(tmp_path, "one", 12))
+    _finish(_train(tmp_path, "two", 12, ranks=2))
+    assert _max_diff(_params(tmp_path / "one"), _params(tmp_path / "two")) < 1e-5
+    with open(tmp_path / "two" / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [10, 12]  # rank 0 alone writes the log
+
+    # resume a distributed run: drop back to the step-6 checkpoint and continue to 12
+    _finish(_train(tmp_path, "resumed", 6, ranks=2, extra="checkpoint_every: 6\n"))
+    cfg = (tmp_path / "resumed" / "config.yaml").read_text().replace("steps: 6", "steps: 12")
+    (tmp_path / "resumed" / "config.yaml").write_text(cfg)
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert state["step"] == 6
+    # the same optimizer/scheduler trajectory needs the same total length: compare with a
+    # single-process run that is interrupted at 6 in the same way
+    _finish(_train(tmp_path, "resumed", 12, ranks=2, extra="checkpoint_every: 6\n"))
+    _finish(_train(tmp_path, "single", 6, extra="checkpoint_every: 6\n"))
+    cfg = (tmp_path / "single" / "config.yaml").read_text().replace("steps: 6", "steps: 12")
+    (tmp_path / "single" / "config.yaml").write_text(cfg)
+    _finish(_train(tmp_path, "single", 12, extra="checkpoint_every: 6\n"))
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 12
+    assert _max_diff(_params(tmp_path / "resumed"), _params(tmp_path / "single")) < 1e-5
+
+
+def test_sigkill_mid_training_then_restart_loses_nothing(tmp_path):
+    extra = "checkpoint_every: 25\n"
+    _finish(_train(tmp_path, "straight", 600, extra=extra))
+    proc = _train(tmp_path, "killed", 600, extra=extra)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ckpt.exists() and load_checkpoint(ckpt)["step"] >= 100:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 100 <= killed_at < 600, "the run must be killed mid-way"
+    # every file left behind reads back; no temporary files remain visible as results
+    np.load(tmp_path / "killed" / "data.npz")["train"]
+    _finish(_train(tmp_path, "killed", 600, extra=extra))
+    with open(tmp_path / "killed" / "train_log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(10, 601, 10)), "each logged step exactly once after the restart"
+    assert _max_diff(_params(tmp_path / "killed"), _params(tmp_path / "straight")) < 1e-5
+    assert not list((tmp_path / "killed").glob("*.tmp"))
