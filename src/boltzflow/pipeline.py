@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from .analysis.metrics import negative_log_likelihood
 from .config import TrainConfig, read_config_file
 from .errors import BoltzflowError
 from .flow import Flow
+from .io import write_atomic, write_text_atomic
 from .models import build_flow
 from .sampling import Samples, draw, effective_sample_size, effective_sample_size_clipped
 from .training import combined_loss, distributed, fit, load_checkpoint
@@ -60,19 +60,6 @@ def _device(config: TrainConfig) -> torch.device:
             raise BoltzflowError("device 'cuda' was asked for but no CUDA GPU is visible; use cpu")
         return torch.device("cuda", distributed.world().local_rank)
     return torch.device(config.device)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -140,11 +127,9 @@ def reference_data(
             f"--data (make one with `boltzflow simulate {system.id}`), or set w_nll = 0 to "
             "train on the energy alone"
         )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, train=split["train"].numpy(), test=split["test"].numpy(),
-                 system_id=np.array(system.id))
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(
+        f, train=split["train"].numpy(), test=split["test"].numpy(), system_id=np.array(system.id)
+    ))
     return split
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from .dihedrals import backbone_dihedral_indices, dihedral_angles, ramachandran_angles
 from .free_energy import (
     FreeEnergyDifference,
     free_energy_difference,
     free_energy_difference_quadrature,
 )
 from .metrics import negative_log_likelihood
-from .dihedrals import backbone_dihedral_indices, dihedral_angles, ramachandran_angles
 from .molplots import plot_free_energy_profiles, plot_ramachandran, plot_ramachandran_grid
 from .pmf import Profile, basin_free_energy_difference, free_energy_profile
 from .validity import (

@@ -43,15 +43,22 @@ def _draw(ax, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: boo
     f = _free_energy_map(phi, psi, log_w, bins)
     lim = 180.0 if degrees else math.pi
     image = ax.imshow(
-        np.clip(f, 0.0, f_max).T, origin="lower", extent=(-lim, lim, -lim, lim),
-        cmap=cmap, vmin=0.0, vmax=f_max, aspect="equal", interpolation="nearest",
+        np.clip(f, 0.0, f_max).T,
+        origin="lower",
+        extent=(-lim, lim, -lim, lim),
+        cmap=cmap,
+        vmin=0.0,
+        vmax=f_max,
+        aspect="equal",
+        interpolation="nearest",
     )
     if degrees:
         ticks, labels = [-180, -90, 0, 90, 180], ["-180", "-90", "0", "90", "180"]
     else:
-        ticks, labels = [-math.pi, -math.pi / 2, 0, math.pi / 2, math.pi], [
-            "−π", "−π/2", "0", "π/2", "π"
-        ]
+        ticks, labels = (
+            [-math.pi, -math.pi / 2, 0, math.pi / 2, math.pi],
+            ["−π", "−π/2", "0", "π/2", "π"],
+        )
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)
     ax.set_title(f"{title} (n={len(phi)})" if title else f"n={len(phi)}", fontsize=9)
@@ -59,9 +66,7 @@ def _draw(ax, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: boo
 
 
 def _cmap(plt):
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
-    return cmap
+    return plt.get_cmap("viridis").with_extremes(bad="white")
 
 
 def plot_ramachandran(
@@ -126,7 +131,7 @@ def plot_ramachandran_grid(
     for ax, entry in zip(flat, entries):
         image = _draw(ax, entry, bins=bins, f_max=f_max, degrees=degrees, cmap=cmap)
         ax.tick_params(labelsize=6)
-    for ax in flat[len(entries):]:
+    for ax in flat[len(entries) :]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel(f"φ ({unit})", fontsize=8)
@@ -161,8 +166,12 @@ def plot_free_energy_profiles(
         (line,) = ax.plot(x, f, label=label)
         band = np.isfinite(f) & np.isfinite(err)
         ax.fill_between(
-            x, np.where(band, f - err, np.nan), np.where(band, f + err, np.nan),
-            color=line.get_color(), alpha=0.25, linewidth=0,
+            x,
+            np.where(band, f - err, np.nan),
+            np.where(band, f + err, np.nan),
+            color=line.get_color(),
+            alpha=0.25,
+            linewidth=0,
         )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("free energy (kT)")

@@ -107,11 +107,10 @@ def plot_training_curve(log_csv: str | Path, path: str | Path) -> Path | None:
 
 
 def _save(fig, path: str | Path) -> Path:
+    from ..io import write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     import matplotlib.pyplot as plt
 
     plt.close(fig)

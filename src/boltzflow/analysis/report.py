@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io import write_text_atomic
 from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
 
 _BASE_LABELS = {
@@ -77,7 +78,5 @@ def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     for title, fig in figures:
         lines += [f"## {title}", "", f"![{title}]({fig.name})", ""]
     report = path / "report.md"
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(report)
+    write_text_atomic(report, "\n".join(lines) + "\n")
     return report

@@ -89,9 +89,7 @@ def energy_w2(
     return math.sqrt(float(sq.sum()))
 
 
-def _subsample(
-    angles: Tensor, log_w: Tensor | None, n: int, generator: torch.Generator
-) -> Tensor:
+def _subsample(angles: Tensor, log_w: Tensor | None, n: int, generator: torch.Generator) -> Tensor:
     if log_w is not None:
         return angles[resample_systematic(log_w, n, generator=generator)]
     if len(angles) > n:

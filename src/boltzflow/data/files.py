@@ -17,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import BoltzflowError
+from ..io import write_atomic
 
 FORMAT = "boltzflow-dataset"
 #: Bumped when the directory layout changes incompatibly.
@@ -35,28 +33,6 @@ TOPOLOGY_NAME = "topology.pdb"
 CHUNK_DIR = "chunks"
 STATE_DIR = "state"
 CHUNK_KEYS = ("positions", "energies", "steps", "replica")
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BoltzflowError
+from ..io import write_atomic
 from .reweight import log_weights
 
 
@@ -40,23 +39,8 @@ class Samples:
 
     def save(self, path: str | Path, *, system_id: str) -> None:
         """Write an ``.npz`` atomically (temp file + rename), tagged with ``system_id``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    x=self.x.detach().cpu().numpy(),
-                    log_q=self.log_q.detach().cpu().numpy(),
-                    u=self.u.detach().cpu().numpy(),
-                    log_w=self.log_w.detach().cpu().numpy(),
-                    system_id=np.array(system_id),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        arrays = {k: getattr(self, k).detach().cpu().numpy() for k in ("x", "log_q", "u", "log_w")}
+        write_atomic(path, lambda f: np.savez(f, **arrays, system_id=np.array(system_id)))
 
     @classmethod
     def load(cls, path: str | Path, *, system_id: str | None = None) -> Samples:

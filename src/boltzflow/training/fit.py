@@ -4,6 +4,7 @@ atomic checkpoints, resume, CSV log and a progress bar."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TrainingDiverged
+from ..io import remove_stale_temporaries, write_text_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import world
 
@@ -86,10 +88,9 @@ def _rewrite_log(path: Path, up_to_step: int) -> None:
     if not rows:
         return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= up_to_step]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    tmp.replace(path)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(kept)
+    write_text_atomic(path, buf.getvalue())
 
 
 def fit(
@@ -144,8 +145,7 @@ def fit(
     log_path = out / LOG_NAME if out is not None else None
     if out is not None and w.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(f"{CHECKPOINT_NAME}*.tmp"):  # left by a kill mid-write
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(out, CHECKPOINT_NAME)  # left by a kill mid-write
 
     start = 0
     if ckpt_path is not None and resume and ckpt_path.exists():
