@@ -58,11 +58,15 @@ def _perturbed_ics(system_id: str, n: int, seed: int, torsion_noise: float = 0.3
     noise[:, ic.bond_indices] *= 0.003
     noise[:, ic.angle_indices] *= 0.05
     noise[:, ic.torsion_indices] *= torsion_noise
-    return z + noise
+    z = z + noise
+    t = ic.torsion_indices
+    z[:, t] = torch.remainder(z[:, t] - math.pi, -2 * math.pi) + math.pi  # into (-π, π]
+    return z
 
 
 def _pairwise(x: Tensor) -> Tensor:
-    return torch.cdist(x, x)
+    # the matrix-product shortcut of cdist (used past 25 atoms) loses ~sqrt(eps) relative accuracy
+    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def _full_space_logdet(ic: InternalCoordinates, z: Tensor) -> Tensor:
@@ -232,7 +236,7 @@ def test_logdet_gives_exact_importance_weights_for_a_harmonic_chain():
 
     norm = Normalization(ic.dim)
     norm.shift.copy_(torch.tensor([b0 + 0.003] * 3 + [t0 - 0.05] * 2 + [0.0]))
-    norm.log_scale.copy_(torch.tensor([0.02] * 3 + [0.25] * 2 + [0.0]).log())
+    norm.log_scale.copy_(torch.tensor([0.02] * 3 + [0.25] * 2 + [1.0]).log())
     flow = Flow(ProductBase(ic.dim, ic.torsion_indices), Chain([norm, ic]), (4, 3)).double()
     x, log_q = flow.sample_and_log_prob(100_000)
     log_w = -u(x) - log_q
@@ -244,6 +248,24 @@ def test_logdet_gives_exact_importance_weights_for_a_harmonic_chain():
     z_t = torch.trapezoid(grid_t.sin() * torch.exp(-kt * (grid_t - t0) ** 2), grid_t)
     z_exact = 3 * z_b.log() + 2 * z_t.log() + math.log(2 * math.pi)
     assert abs(z_is - z_exact) < 0.02, f"log Z by IS {z_is:.4f} vs quadrature {z_exact:.4f}"
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[0, -1, -1, -1], [1, 0, -1, -1], [2, 0, 1, -1]],  # water-like, a2 bonded to a0
+        [[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 0]],  # a2 bonded to a1
+    ],
+)
+def test_hand_written_zmatrices(rows):
+    ic = InternalCoordinates(ZMatrix(torch.tensor(rows)))
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, len(rows), 3, generator=g, dtype=torch.float64)
+    z, _ = ic.inverse(x)
+    x_back, logdet = ic.forward(z)
+    assert (_pairwise(x_back) - _pairwise(x)).abs().max() < 1e-12
+    assert torch.allclose(ic.inverse(x_back)[0], z, atol=1e-12)
+    assert torch.allclose(logdet, _full_space_logdet(ic, z), atol=1e-10)
 
 
 def test_internal_coordinates_reject_bad_shapes():
@@ -337,7 +359,7 @@ def test_maximum_likelihood_training_lowers_the_nll():
     flow = build_molecular_flow(_system("aldp-implicit"), CONFIG, data)
     optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
     before = -flow.log_prob(test).mean().item()
-    for step in range(150):
+    for _ in range(60):
         batch = data[torch.randint(len(data), (128,))]
         loss = -flow.log_prob(batch).mean()
         optimizer.zero_grad()
@@ -345,4 +367,4 @@ def test_maximum_likelihood_training_lowers_the_nll():
         optimizer.step()
     with torch.no_grad():
         after = -flow.log_prob(test).mean().item()
-    assert math.isfinite(after) and after < before - 5.0, f"NLL {before:.2f} -> {after:.2f}"
+    assert math.isfinite(after) and after < before - 15.0, f"NLL {before:.2f} -> {after:.2f}"

@@ -163,8 +163,8 @@ def test_bond_graph_passes_md_and_flags_broken_and_overlapping(name, request):
     )
     x = system.positions[None].repeat(3, 1, 1)
     bond = x[0, h1] - x[0, c]
-    x[1, h1] += 0.06 * bond / bond.norm()  # C-H 0.109 -> 0.169 nm > 1.3 (0.031 + 0.076) nm
-    # two geminal hydrogens 0.03 nm apart (< 1.3 · 2 · 0.031 nm); both C-H bonds stay intact
+    x[1, h1] += 0.06 * bond / bond.norm()  # C-H 0.109 -> 0.169 nm > 1.25 (0.031 + 0.076) nm
+    # two geminal hydrogens 0.03 nm apart (< 1.25 · 2 · 0.031 nm); both C-H bonds stay intact
     side = torch.linalg.cross(x[0, h2] - x[0, c], bond)
     x[2, h1] = x[2, h2] + 0.03 * side / side.norm()
     report = validity(x, system)

@@ -277,10 +277,26 @@ def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
         "mean_u_model": float(samples.u[torch.isfinite(samples.u)].mean()),
     }
     data_path = run.path / DATA_NAME
-    if data_path.exists():
-        test = torch.from_numpy(np.load(data_path)["test"])
-        test = test.to(_device(run.config), _dtype(run.config))
+    data = np.load(data_path) if data_path.exists() else None
+    if data is not None:
+        test = torch.from_numpy(data["test"]).to(_device(run.config), _dtype(run.config))
         metrics["nll"] = negative_log_likelihood(run.flow, test)
+    figures = []
+    if isinstance(run.system, systems.MolecularSystem):
+        from .analysis.molecular import evaluate_molecule
+
+        reference = None
+        if data is not None:
+            reference = torch.from_numpy(np.concatenate([data["train"], data["test"]]))
+        result = evaluate_molecule(
+            run.system, samples.x, samples.u, log_w, reference,
+            out_dir=run.path if plots else None, seed=run.config.seed,
+        )
+        log_w = result.log_w
+        metrics.update(result.metrics)
+        metrics["ess_clipped"] = effective_sample_size_clipped(log_w, run.config.clip_fraction)
+        figures = result.figures
+        samples = Samples(samples.x, samples.log_q, samples.u, log_w)
     if run.system.in_region_b is not None:
         in_b = run.system.in_region_b(samples.x)
         for name, lw in (("dF_reweighted", log_w), ("dF_model", torch.zeros_like(log_w))):
@@ -298,5 +314,5 @@ def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
     if plots:
         from .analysis.report import write_report
 
-        write_report(run, samples, metrics)
+        write_report(run, samples, metrics, extra_figures=figures)
     return metrics

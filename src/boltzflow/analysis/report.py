@@ -21,10 +21,20 @@ _BASE_LABELS = {
     "dF_reweighted": "ΔF(B − A), reweighted (kT)",
     "dF_model": "ΔF(B − A), raw model (kT)",
     "dF_exact": "ΔF(B − A), exact quadrature (kT)",
+    "fraction_valid": "valid samples (bond graph and Cα chirality)",
+    "dF_phi_md": "ΔF(φ>0 − φ<0), MD reference (kT)",
+    "dF_phi_model": "ΔF(φ>0 − φ<0), raw model (kT)",
+    "dF_phi_reweighted": "ΔF(φ>0 − φ<0), reweighted model (kT)",
+    "energy_w2_model": "energy W2, raw model vs MD (kT)",
+    "energy_w2_reweighted": "energy W2, reweighted vs MD (kT)",
+    "torus_w2_model": "torus W2 (φ, ψ), raw model vs MD (rad)",
+    "torus_w2_reweighted": "torus W2 (φ, ψ), reweighted vs MD (rad)",
 }
 
 
-def write_report(run, samples, metrics: dict[str, Any]) -> Path:
+def write_report(
+    run, samples, metrics: dict[str, Any], extra_figures: list[tuple[str, Path]] = ()
+) -> Path:
     """Write ``report.md`` and its PNG figures into the run directory; returns the report path."""
     labels = dict(_BASE_LABELS)
     path = Path(run.path)
@@ -46,6 +56,7 @@ def write_report(run, samples, metrics: dict[str, Any]) -> Path:
     figures.append(("Energy histograms", plot_energy_histogram(
         samples.u, samples.log_w, path / "energy_hist.png", u_reference=u_ref,
     )))
+    figures.extend(extra_figures)
     curve = plot_training_curve(path / "train_log.csv", path / "training.png")
     if curve is not None:
         figures.append(("Training curve", curve))

@@ -118,16 +118,18 @@ class Parameters:
 
     n_atoms: int
     eye: Tensor  # [N*N, 1]: 1 on the diagonal of the pair table
-    bond_pair: Tensor | None = None  # [nb] rows of the pair table
-    bond_length: Tensor | None = None
+    n_bonds: int = 0
+    n_angles: int = 0
+    bonded_pairs: Tensor | None = None  # [nb + 3 na]: bonds, then rows (a,b), (c,b), (a,c)
+    bond_length: Tensor | None = None  # of the angles a-b-c
     bond_k: Tensor | None = None
-    angle_pairs: Tensor | None = None  # [3 na]: rows (a,b), (c,b), (a,c) of angles a-b-c
     angle_theta0: Tensor | None = None
     angle_k: Tensor | None = None
     torsion_atoms: Tensor | None = None  # [4 nt]: first atoms of all torsions, then second, ...
     torsion_periodicity: Tensor | None = None
     torsion_phase: Tensor | None = None
     torsion_k: Tensor | None = None
+    torsion_k_sum: Tensor | None = None  # Σ k, 0-dim
     coulomb: Tensor | None = None
     lj_sigma_sq: Tensor | None = None
     lj_epsilon4: Tensor | None = None
@@ -157,79 +159,226 @@ def pair_table(xt: Tensor, eye: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
     return d, r2, r, rinv
 
 
-def _cross(a: Tensor, b: Tensor) -> Tensor:
-    """Cross product along dim 0 (``torch.linalg.cross`` is slow for this layout on CPU)."""
-    return a.roll(-1, 0) * b.roll(-2, 0) - a.roll(-2, 0) * b.roll(-1, 0)
-
-
 def dihedrals(xt: Tensor, atoms: Tensor) -> Tensor:
     """IUPAC dihedral angles ``[T, B]`` (rad, in (-π, π]) of ``atoms: [4 T]`` (see
     :attr:`Parameters.torsion_atoms`) of ``xt: [3, N, B]``."""
-    return _torsion_geometry(xt, atoms, grad=False)[0]
+    return _torsion_geometry(xt, atoms)[0]
 
 
-def _torsion_geometry(xt: Tensor, atoms: Tensor, grad: bool):
-    t = len(atoms) // 4
-    xa = xt.index_select(1, atoms).view(3, 4, t, -1)
-    bonds = xa[:, 1:] - xa[:, :-1]  # [3, 3, T, B]: b1 = x1 - x0, b2 = x2 - x1, b3 = x3 - x2
-    b1, b2, b3 = bonds.unbind(1)
-    m, n = _cross(b1, b2), _cross(b2, b3)
-    b2_sq = (b2 * b2).sum(0)
-    b2_norm = b2_sq.sqrt()
-    phi = torch.atan2(b2_norm * (b1 * n).sum(0), (m * n).sum(0))
+def _torsion_geometry(xt: Tensor, atoms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``φ: [T, B]``, ``m = b1 × b2`` and ``n = b2 × b3`` as ``[3, 2, T, B]``, the dot products
+    ``b1·b2, b2·b2, b3·b2: [3, T, B]`` and ``|b2|``, with ``b_k = x_k - x_(k-1)``."""
+    t, b = len(atoms) // 4, xt.shape[-1]
+    # components x, y, z, x, y: the cross products are products of shifted views
+    xa = torch.cat([xt, xt[:2]]).index_select(1, atoms).view(5, 4, t, b)
+    bonds = xa[:, 1:] - xa[:, :-1]  # [5, 3, T, B]: b1, b2, b3
+    u, v = bonds[:, :2], bonds[:, 1:]
+    mn = u[1:4] * v[2:5] - u[2:5] * v[1:4]
+    bonds = bonds[:3]
+    n = mn[:, 1]
+    dots = (bonds * bonds[:, 1:2]).sum(0)
+    b2_norm = dots[1].sqrt()
+    phi = torch.atan2((bonds[:, 0] * n).sum(0).mul_(b2_norm), (mn[:, 0] * n).sum(0))
+    return phi, mn, dots, b2_norm
+
+
+def torsion_terms(xt: Tensor, p: Parameters, grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Energy ``Σ k (1 + cos(n φ - φ0)): [B]`` of the periodic torsions and, with ``grad``, its
+    gradient on the four atoms of each torsion, ``[3, 4 T, B]`` (atoms as ``torsion_atoms``)."""
+    phi, mn, dots, b2_norm = _torsion_geometry(xt, p.torsion_atoms)
+    arg = (p.torsion_periodicity * phi).sub_(p.torsion_phase)
+    energy = (p.torsion_k * arg.cos()).sum(0).add_(p.torsion_k_sum)
     if not grad:
-        return phi, None
-    # Blondel & Karplus: ∂φ/∂x0 = -|b2| m/|m|², ∂φ/∂x3 = |b2| n/|n|², the middle atoms from
-    # p = b1·b2/|b2|², q = b3·b2/|b2|² (the four sum to zero)
-    f0 = m * (-b2_norm / (m * m).sum(0))
-    f3 = n * (b2_norm / (n * n).sum(0))
-    inv_b2_sq = b2_sq.reciprocal_()
-    p = (b1 * b2).sum(0).mul_(inv_b2_sq)
-    q = (b3 * b2).sum(0).mul_(inv_b2_sq)
-    f1 = q * f3 - (1 + p) * f0
-    f2 = p * f0 - (1 + q) * f3
-    return phi, torch.stack([f0, f1, f2, f3], 1)  # [3, 4, T, B]
+        return energy, None
+    du_dphi = arg.sin_().mul_(p.torsion_k * p.torsion_periodicity).neg_()
+    # Blondel & Karplus: ∂φ/∂x0 = -|b2| m/|m|², ∂φ/∂x3 = |b2| n/|n|², and with
+    # p = b1·b2/|b2|², q = b3·b2/|b2|²: ∂φ/∂x1 = q ∂φ/∂x3 - (1 + p) ∂φ/∂x0,
+    # ∂φ/∂x2 = p ∂φ/∂x0 - (1 + q) ∂φ/∂x3
+    coef = (mn * mn).sum(0).reciprocal_().mul_(b2_norm.mul_(du_dphi))
+    fm = mn.mul_(coef)  # [3, 2, T, B]: -∂U/∂x0 and ∂U/∂x3
+    pq = dots[0::2].div_(dots[1])  # [2, T, B]: p, q
+    s = (fm * pq).sum(1)  # p fm0 + q fm1
+    g = torch.stack([fm[:, 0].neg(), fm[:, 0] + s, s.add_(fm[:, 1]).neg_(), fm[:, 1]], 1)
+    return energy, g.view(3, -1, xt.shape[-1])
 
 
 # --- the kernel --------------------------------------------------------------------------------
 
 
 def obc_integral(
-    r: Tensor, rinv: Tensor, gb: GBParameters, grad: bool
+    r: Tensor, rinv: Tensor, rinv2: Tensor, gb: GBParameters, grad: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """HCT/OBC pair integrals ``I_ij`` of atom ``j`` seen by atom ``i`` and ``∂I_ij/∂r``.
+    """HCT/OBC pair integrals ``I_ij`` of atom ``j`` seen by atom ``i``, and ``∂I_ij/∂r``.
 
     ``I_ij = ½ [1/L - 1/U + ¼ (r - s²/r)(1/U² - 1/L²) + ½ ln(L/U)/r]`` with ``s = sr_j``,
     ``L = max(or_i, |r - s|)``, ``U = r + s``; zero when ``r + s < or_i``: there ``U`` is raised to
     ``or_i``, which makes ``L = U = or_i`` and the integral and its derivative exactly zero.
-    With ``inside_correction`` (OpenMM's native ``GBSAOBCForce``, not the CustomGBForce of
+    With ``inside_correction`` (OpenMM's native ``GBSAOBCForce``; not the CustomGBForce of
     ``implicit/obc*.xml``) it adds ``1/or_i - 1/L`` when atom ``i`` lies inside atom ``j``
     (``or_i < s - r``), written as ``1/or_i - 1/max(or_i, s - r)``.
 
-    The derivative at fixed ``L`` is ``⅛ (1 + s²/r²)(1/U² - 1/L²) - ¼ ln(L/U)/r²``; ``∂I/∂L``
-    vanishes when ``L = r - s``, and when ``L = s - r`` (``i`` inside ``j``) it is cancelled by
-    the inside correction, or else adds ``1/L²``.
+    The derivative at fixed ``L`` is ``⅛ (1 + s²/r²)(1/U² - 1/L²) - ¼ ln(L/U)/r²``. ``∂I/∂L``
+    vanishes where ``L = r - s``; where ``L = s - r`` (``i`` inside ``j``) the inside correction
+    cancels it, and without the correction it adds ``1/L²``.
 
     Args:
-        r, rinv: distances and their inverses, broadcastable with the parameter columns.
+        r, rinv, rinv2: distances, ``1/r`` and ``1/r²``, broadcastable with ``gb``'s columns.
     """
     s, offset = gb.scaled_radius, gb.offset_radius
-    upper = torch.add(r, s).clamp_min_(offset) if offset.dim() == 0 else torch.add(r, s)
-    if offset.dim():
-        torch.maximum(upper, offset, out=upper)
-    r_minus_s = r - s
-    lower = torch.maximum(r_minus_s.abs(), offset)
-    inv_u, inv_l = upper.reciprocal_(), lower.reciprocal()
-    log_ratio = lower.mul_(inv_u).log_()  # ln(L/U); `lower` is reused
-    c = inv_u.square()
-    c.sub_(inv_l.square())  # 1/U² - 1/L²; `inv_u` is no longer needed as such
-    a = torch.mul(gb.scaled_radius_sq, rinv).neg_().add_(r)  # r - s²/r
-    # c was made from inv_u in place: recompute 1/U - 1/L from the squares' roots is not
-    # possible, so 1/L - 1/U is formed before (see below)
-    raise_not_reached = None  # pragma: no cover - replaced below
-    del raise_not_reached
-    return _obc_integral_finish(r, rinv, gb, inv_l, log_ratio, c, a, r_minus_s, grad)
+    upper = torch.add(r, s)
+    torch.maximum(upper, offset, out=upper)  # U, raised to or_i where r + s < or_i
+    r_minus_s = torch.sub(r, s)
+    lower = torch.maximum(r_minus_s.abs(), offset)  # L
+    inv_u = upper.reciprocal_()
+    inv_l = lower.reciprocal()
+    log_ratio = lower.mul_(inv_u).log_()  # ln(L/U)
+    term = torch.sub(inv_l, inv_u).mul_(0.5)
+    c = inv_u.square_().sub_(inv_l.square_())  # 1/U² - 1/L²
+    a = torch.addcmul(r, gb.scaled_radius_sq, rinv, value=-1)  # r - s²/r
+    term.addcmul_(a, c, value=0.125).addcmul_(log_ratio, rinv, value=0.25)
+    correction = gb.model.inside_correction
+    if correction or grad:
+        inside = torch.maximum(r_minus_s.neg_(), offset)  # max(or_i, s - r)
+    if correction:
+        term.add_(gb.inv_offset_radius).sub_(inside.reciprocal())
+    if not grad:
+        return term, None
+    dterm = torch.mul(gb.scaled_radius_sq, rinv2).add_(1).mul_(c).mul_(0.125)
+    dterm.addcmul_(log_ratio, rinv2, value=-0.25)
+    if not correction:  # + 1/L² where i lies inside j (there max(or_i, s - r) > or_i)
+        is_inside = torch.sub(inside, offset).sign_()
+        dterm.addcmul_(is_inside, inside.reciprocal_().square_())
+    return term, dterm
 
 
-def _obc_integral_finish(*args):  # pragma: no cover - placeholder, replaced below
-    raise NotImplementedError
+def obc_born_radii(
+    integral: Tensor, gb: GBParameters, grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """OBC Born radii ``B = 1 / (1/or - tanh(α ψ - β ψ² + γ ψ³) / R)``, ``ψ = I or``, and
+    ``dB/dI``; ``integral: [N, B]``."""
+    model = gb.model
+    psi = integral * gb.atom_offset_radius
+    th = torch.tanh(psi * (model.alpha - psi * (model.beta - model.gamma * psi)))
+    born = (gb.atom_inv_offset_radius - th / gb.atom_radius).reciprocal_()
+    if not grad:
+        return born, None
+    dpoly = model.alpha - psi * (2 * model.beta - 3 * model.gamma * psi)
+    ratio = gb.atom_offset_radius / gb.atom_radius
+    return born, born * born * (1 - th * th) * dpoly * ratio
+
+
+def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | None]:
+    """Energy terms ``[n_terms, B]`` (kJ/mol, rows as :attr:`Parameters.names`) of the
+    configurations ``xt: [3, N, B]`` (nm) and, with ``forces``, the gradient
+    ``∂U/∂x: [3, N, B]`` (kJ/mol/nm; ``None`` otherwise)."""
+    n, b = p.n_atoms, xt.shape[-1]
+    d, r2, r, rinv = pair_table(xt, p.eye)
+    w = torch.zeros_like(r) if forces else None  # directional pair weights (∂U/∂r_ij) / r_ij
+    zero = xt.new_zeros(b)
+    energies = []
+
+    nb, na = p.n_bonds, p.n_angles
+    weights = []  # of the bonded pairs
+    rows = r.index_select(0, p.bonded_pairs) if nb or na else None
+    if nb:
+        rb = rows[:nb]
+        dr = rb - p.bond_length
+        k_dr = p.bond_k * dr
+        energies.append((k_dr * dr).sum(0).mul_(0.5))
+        if forces:
+            weights.append(k_dr.div_(rb))
+    else:
+        energies.append(zero)
+
+    if na:  # θ from the law of cosines; forces on the three distances
+        ra = rows[nb:].view(3, na, b)  # r_ab, r_cb, r_ac of the angles a-b-c
+        sq = ra.square()
+        inv_ab_cb = (ra[0] * ra[1]).reciprocal_()
+        cos = (sq[0] + sq[1]).sub_(sq[2]).mul_(inv_ab_cb).mul_(0.5).clamp_(-1, 1)
+        dtheta = cos.acos().sub_(p.angle_theta0)
+        k_dtheta = p.angle_k * dtheta
+        energies.append((k_dtheta * dtheta).sum(0).mul_(0.5))
+        if forces:
+            sin = cos.square().neg_().add_(1).sqrt_().clamp_min_(_MIN_SIN)
+            g = k_dtheta.div_(sin).mul_(inv_ab_cb).neg_()  # (∂U/∂cos) / (r_ab r_cb)
+            # ∂cos/∂r_ab = 1/r_cb - cos/r_ab, ∂cos/∂r_cb = 1/r_ab - cos/r_cb,
+            # ∂cos/∂r_ac = -r_ac/(r_ab r_cb); the weights are ∂U/∂r / r
+            sides = ra[:2]
+            w_sides = sides.flip(0).div_(sides).mul_(cos).neg_().add_(1).mul_(g)
+            weights += [w_sides.view(2 * na, b), g.neg_()]
+    else:
+        energies.append(zero)
+    if forces and weights:
+        w.index_add_(0, p.bonded_pairs, torch.cat(weights))
+
+    torsion_grad = None
+    if p.torsion_k is not None:
+        energy, torsion_grad = torsion_terms(xt, p, forces)
+        energies.append(energy)
+    else:
+        energies.append(zero)
+
+    rinv2 = rinv * rinv
+    if p.coulomb is not None:
+        u_coulomb = p.coulomb * rinv
+        energies.append(u_coulomb.sum(0))
+        s6 = torch.mul(p.lj_sigma_sq, rinv2)  # (σ/r)²
+        s6 = s6.square().mul_(s6)
+        u_lj = torch.sub(s6, 1).mul_(s6)  # s¹² - s⁶
+        energies.append(torch.mul(u_lj, p.lj_epsilon4).sum(0))
+        if forces:  # ∂U/∂r / r = -(u_coulomb + 4ε (12 s¹² - 6 s⁶)) / r²
+            dlj = u_lj.mul_(12).add_(s6, alpha=6).mul_(p.lj_epsilon4)
+            w.sub_(dlj.add_(u_coulomb).mul_(rinv2))
+    else:
+        energies += [zero, zero]
+
+    gb = p.gb
+    if gb is not None:
+        term, dterm = obc_integral(r, rinv, rinv2, gb, forces)
+        born, dborn = obc_born_radii(term.view(n, n, b).sum(1), gb, forces)
+        # polar: ½ Σ_ij q_i q_j s(f_ij)/f_ij over all i, j (i = j: the self energies, f_ii = B_i)
+        # with Still's f = sqrt(r² + B_i B_j exp(-D)), D = r² / (4 B_i B_j)
+        half_inv = born.reciprocal().mul_(0.5)
+        expo = (half_inv[:, None, :] * half_inv[None, :, :]).view(n * n, b).mul_(r2)  # D
+        expo.clamp_max_(_MAX_GB_EXPONENT)
+        ex = expo.neg().exp_()
+        bb = (born[:, None, :] * born[None, :, :]).view(n * n, b)
+        inv_f = torch.addcmul(r2, bb, ex).sqrt_().reciprocal_()
+        screening = gb.model.screening
+        if screening.kappa == 0:
+            g = torch.mul(gb.charge_prod, inv_f)  # charge_prod has the prefactor s
+            energies.append(g.sum(0))
+            h = g.mul_(inv_f).mul_(inv_f) if forces else None  # -(dg/df) / f
+        else:
+            salt = inv_f.reciprocal().mul_(-screening.kappa).exp_()  # exp(-κ f)
+            s = torch.mul(salt, -1 / screening.solvent_dielectric).add_(
+                1 / screening.solute_dielectric
+            )
+            g = s.mul_(gb.charge_prod).mul_(inv_f)  # charge_prod: ½ (-k_e) q_i q_j
+            energies.append(g.sum(0))
+            if forces:  # (g - ds/df) / f², ds/df = charge_prod κ exp(-κ f) / ε_solvent
+                ds = salt.mul_(gb.charge_prod).mul_(screening.kappa / screening.solvent_dielectric)
+                h = g.sub_(ds).mul_(inv_f).mul_(inv_f)
+        if gb.model.surface_factor:
+            ib2 = born.reciprocal().square_()
+            ace = ib2.square().mul_(ib2).mul_(gb.ace_prefactor)  # prefactor / B⁶
+            energies.append(ace.sum(0))
+        if forces:
+            # ∂U/∂r / r = -h (1 - ¼ exp(-D)); ∂U/∂B_i = -Σ_j h exp(-D) (1 + D) B_j
+            w.addcmul_(h, torch.mul(ex, -0.25).add_(1), value=-1)
+            hb = expo.add_(1).mul_(ex).mul_(h).view(n, n, b)
+            du_dborn = (hb * born[None, :, :]).sum(1).neg_()
+            if gb.model.surface_factor:
+                du_dborn.addcmul_(ace, born.reciprocal(), value=-6)
+            du_dintegral = du_dborn.mul_(dborn)
+            w.add_(dterm.view(n, n, b).mul_(du_dintegral[:, None, :]).view(n * n, b).mul_(rinv))
+
+    out = torch.stack(energies)
+    if not forces:
+        return out, None
+    # ∂U/∂x_i = Σ_j (W_ij + W_ji)(x_i - x_j) = Σ_j M_ij - Σ_j M_ji with M_ij = W_ij (x_i - x_j)
+    m = d.mul_(w).view(3, n, n, b)
+    grad = m.sum(2).sub_(m.sum(1))
+    if torsion_grad is not None:
+        grad.index_add_(1, p.torsion_atoms, torsion_grad)
+    return out, grad

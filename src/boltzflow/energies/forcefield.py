@@ -1,7 +1,8 @@
 """Torch-native Amber force field (bonded, LJ + Coulomb, OBC GB/SA) read off an OpenMM ``System``.
 
-:class:`TorchForceField` reads the parameters once from an OpenMM ``System`` and wires the pure
-energy functions of :mod:`boltzflow.energies.ff_terms` together. Supported forces:
+:class:`TorchForceField` reads the parameters once from an OpenMM ``System`` into the layout of
+the batched kernel :func:`boltzflow.energies.ff_terms.evaluate` (energies and analytic forces).
+Supported forces:
 
 * ``HarmonicBondForce``, ``HarmonicAngleForce``, ``PeriodicTorsionForce`` (propers and impropers);
 * ``NonbondedForce`` with ``NoCutoff``: LJ + Coulomb over all pairs, each exception replacing
@@ -29,14 +30,11 @@ from .base import Energy, check_event_shape
 from .ff_terms import (
     ONE_4PI_EPS0,
     ONE_4PI_EPS0_CUSTOM_GB,
+    GBParameters,
     GBScreening,
     OBCModel,
-    PairEnergies,
-    PairParameters,
-    harmonic_angle_energy,
-    harmonic_bond_energy,
-    pair_distances,
-    periodic_torsion_energy,
+    Parameters,
+    evaluate,
 )
 
 #: Forces that contribute no potential energy.
@@ -271,11 +269,14 @@ class TorchForceField(Energy):
     r"""Reduced potential energy ``u(x) = U(x) / kT`` of an OpenMM ``System``, in PyTorch.
 
     The parameters are read once from ``openmm_system`` into buffers (float64; they follow
-    ``.to(device)``); every call computes in the dtype of ``x``, on its device. A batch is
-    evaluated in chunks of ``chunk_size`` configurations, which bounds the memory of the
-    temporaries. The forces of the pair terms (LJ, Coulomb, GB) are analytic, those of the
-    bonded terms come from autograd; gradients flow through :meth:`energy` to first order
-    only (the pair terms do not support double backward).
+    ``.to(device)``); every call computes in the dtype of ``x``, on its device. Energies and forces
+    come from one batched kernel with analytic forces (:func:`~boltzflow.energies.ff_terms.evaluate`;
+    no autograd graph); a batch is evaluated in chunks of ``chunk_size`` configurations, which
+    keeps the temporaries cache-sized on CPU and bounds the memory on GPUs.
+
+    :meth:`energy` is differentiable with respect to ``x`` (to first order: its backward is the
+    analytic force, computed in the forward pass when ``x`` requires grad), so a loss through the
+    energy backpropagates to whatever produced ``x``.
 
     Supported forces are listed in the module docstring; ``CMMotionRemover`` is skipped
     (``self.skipped_forces``); anything else raises ``NotImplementedError``.
@@ -283,8 +284,8 @@ class TorchForceField(Energy):
     Args:
         openmm_system: an ``openmm.System`` built with ``nonbondedMethod=NoCutoff``.
         temperature: kelvin; ``u = U / kT(temperature)``.
-        chunk_size: configurations per chunk; default: pair arrays of 256 kB on CPU
-            (cache-sized; 141 float32 configurations of alanine dipeptide) and 32 MB on GPUs.
+        chunk_size: configurations per chunk; default: pair tables of 128 kB on CPU (for
+            alanine dipeptide: 67 float32 configurations) and 64 MB on GPUs.
 
     Example:
         >>> ff = TorchForceField(system, temperature=300.0)  # doctest: +SKIP
@@ -300,176 +301,200 @@ class TorchForceField(Energy):
         self.kT = kT(self.temperature)
         if any(openmm_system.isVirtualSite(p) for p in range(n_atoms)):
             raise NotImplementedError("virtual sites are not supported by TorchForceField")
-
-        forces = _read_forces(openmm_system, n_atoms)
-        bonds, angles_, torsions = forces["bonds"], forces["angles"], forces["torsions"]
-        nonbonded, gb = forces["nonbonded"], forces["gb"]
-        #: Names of the forces skipped because they contribute no energy.
-        self.skipped_forces: list[str] = forces["skipped"]
-
-        self._add_buffers("bond", _concat(bonds, {"idx": (0, 2), "length": (0,), "k": (0,)}))
-        self._add_buffers("angle", _concat(angles_, {"idx": (0, 3), "theta0": (0,), "k": (0,)}))
-        self._add_buffers(
-            "torsion",
-            _concat(torsions, {"idx": (0, 4), "periodicity": (0,), "phase": (0,), "k": (0,)}),
-        )
-
-        # one pair list for distances: all pairs i < j with GB, else the interacting ones
-        i, j = np.triu_indices(n_atoms, k=1)
-        self.gb_model: OBCModel | None = gb[0][0] if gb else None
-        if nonbonded:
-            nb = {key: value[i, j] for key, value in nonbonded[0].items()}
-        else:
-            nb = {key: np.zeros(len(i)) for key in ("charge_prod", "sigma", "epsilon")}
-        if not gb:
-            keep = (nb["charge_prod"] != 0) | (nb["epsilon"] != 0)
-            i, j, nb = i[keep], j[keep], {key: value[keep] for key, value in nb.items()}
-        self._add_buffers("pair", {"i": i, "j": j})
-        self._add_buffers("nb", nb)
-        if gb:
-            params = gb[0][1]
-            # ordered pairs (a seen by b) for the descreening sum: both directions of each pair
-            target, source = np.concatenate([i, j]), np.concatenate([j, i])
-            self._add_buffers(
-                "gb",
-                {
-                    "charge": params["charge"],
-                    "radius": params["radius"],
-                    "offset_radius": params["offset_radius"],
-                    "target": target,
-                    "target_offset_radius": params["offset_radius"][target],
-                    "source_scaled_radius": params["scaled_radius"][source],
-                },
-            )
-        self._cache: dict = {}
-        self._n_ordered_pairs = max(2 * len(i) if gb else len(i), 1)
+        if chunk_size is not None and int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
 
-    def _add_buffers(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+        forces = _read_forces(openmm_system, n_atoms)
+        #: Names of the forces skipped because they contribute no energy.
+        self.skipped_forces: list[str] = forces["skipped"]
+        self.gb_model: OBCModel | None = forces["gb"][0][0] if forces["gb"] else None
+        self._counts = {"bonds": 0, "angles": 0, "torsions": 0}
+        self._add_buffers(_layout(forces, n_atoms, self._counts))
+        self._cache: dict = {}
+
+    def _add_buffers(self, arrays: dict[str, np.ndarray]) -> None:
+        self._buffer_names = tuple(arrays)
         for key, value in arrays.items():
             dtype = torch.long if np.issubdtype(value.dtype, np.integer) else torch.float64
-            self.register_buffer(
-                f"{prefix}_{key}", torch.as_tensor(value, dtype=dtype), persistent=False
-            )
+            self.register_buffer(key, torch.as_tensor(value, dtype=dtype), persistent=False)
 
     @property
     def n_atoms(self) -> int:
         return self.event_shape[0]
 
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the energy terms (the keys of :meth:`terms`)."""
+        names = ("bond", "angle", "torsion", "coulomb", "lj")
+        if self.gb_model is None:
+            return names
+        return names + (("gb_polar", "gb_nonpolar") if self.gb_model.surface_factor else ("gb_polar",))
+
     def extra_repr(self) -> str:
         gb = self.gb_model.name if self.gb_model else "none"
+        counts = ", ".join(f"{key}={value}" for key, value in self._counts.items())
         return (
-            f"n_atoms={self.n_atoms}, temperature={self.temperature}, bonds={len(self.bond_k)}, "
-            f"angles={len(self.angle_k)}, torsions={len(self.torsion_k)}, "
-            f"pairs={len(self.pair_i)}, gb={gb!r}, skipped={self.skipped_forces}"
+            f"n_atoms={self.n_atoms}, temperature={self.temperature}, {counts}, gb={gb!r}, "
+            f"skipped={self.skipped_forces}"
         )
+
+    # --- public API ---
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """Energy terms in kJ/mol, each ``[B]``: ``bond, angle, torsion, coulomb, lj`` and, with
-        implicit solvent, ``gb_polar`` and ``gb_nonpolar`` (ACE)."""
+        implicit solvent, ``gb_polar`` and ``gb_nonpolar`` (ACE). Not differentiable."""
         check_event_shape(x, self.event_shape)
-        return self._terms(x)
+        terms, _ = self._evaluate(x, forces=False)
+        return dict(zip(self.term_names, terms.unbind(1)))
 
     def energy_kj(self, x: Tensor) -> Tensor:
-        """Potential energy ``U: [B]`` in kJ/mol."""
+        """Potential energy ``U: [B]`` in kJ/mol. Not differentiable (see :meth:`energy`)."""
         check_event_shape(x, self.event_shape)
-        return torch.cat([self._energy_kj(chunk) for chunk in x.split(self._chunk_size(x))])
+        return self._evaluate(x, forces=False)[0].sum(1)
 
     def _energy(self, x: Tensor) -> Tensor:
-        # chunks bound the temporaries (a graph, if any, keeps only the saved tensors)
-        u = [self._energy_kj(chunk) for chunk in x.split(self._chunk_size(x))]
-        return torch.cat(u) / self.kT
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _EnergyFunction.apply(x, self)
+        return self._evaluate(x, forces=False)[0].sum(1).div_(self.kT)
 
     def force(self, x: Tensor) -> Tensor:
         """Force ``-du/dx: [B, n_atoms, 3]`` in kT/nm."""
         return self.energy_and_force(x)[1]
 
     def energy_and_force(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(u [B], -du/dx [B, n_atoms, 3])`` in kT and kT/nm, in one pass (no graph kept)."""
+        """``(u [B], -du/dx [B, n_atoms, 3])`` in kT and kT/nm, in one pass (no graph)."""
         check_event_shape(x, self.event_shape)
-        energies, forces = [], []
-        with torch.enable_grad():
-            for chunk in x.detach().split(self._chunk_size(x)):
-                chunk.requires_grad_(True)
-                u = self._energy_kj(chunk)
-                (grad,) = torch.autograd.grad(u.sum(), chunk)
-                energies.append(u.detach())
-                forces.append(grad)
-        return torch.cat(energies) / self.kT, torch.cat(forces).mul_(-1 / self.kT)
+        terms, grad = self._evaluate(x, forces=True)
+        return terms.sum(1).div_(self.kT), grad.mul_(-1 / self.kT)
+
+    # --- evaluation ---
+
+    def _evaluate(self, x: Tensor, forces: bool) -> tuple[Tensor, Tensor | None]:
+        """Terms ``[B, n_terms]`` (kJ/mol) and, with ``forces``, ``dU/dx: [B, N, 3]`` (kJ/mol/nm),
+        chunk by chunk, in ``x``'s dtype and on its device."""
+        x = x.detach()
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        params = self._cast_parameters(x.dtype, x.device)
+        terms = x.new_empty(len(x), len(params.names))
+        grad = torch.empty_like(x) if forces else None
+        size = self._chunk_size(x)
+        for start in range(0, len(x), size):
+            chunk = x[start : start + size]
+            energies, chunk_grad = evaluate(chunk.permute(2, 1, 0).contiguous(), params, forces)
+            terms[start : start + size] = energies.T
+            if forces:
+                grad[start : start + size] = chunk_grad.permute(2, 1, 0)
+        return terms, grad
 
     def _chunk_size(self, x: Tensor) -> int:
         if self.chunk_size is not None:
             return self.chunk_size
-        # measured: chunks whose pair arrays stay in cache (~256 kB) are fastest on CPU
-        budget = 2**18 if x.device.type == "cpu" else 2**25  # bytes per pair array
-        return max(16, budget // (x.element_size() * self._n_ordered_pairs))
+        # measured (bench/energy.py): chunks whose pair tables are ~128 kB are fastest on CPU
+        budget = 2**17 if x.device.type == "cpu" else 2**26  # bytes per pair table
+        return max(16, budget // (x.element_size() * self.n_atoms**2))
 
-    def _energy_kj(self, x: Tensor) -> Tensor:
-        return sum(self._terms(x).values())
-
-    def _terms(self, x: Tensor) -> dict[str, Tensor]:
-        bonded, pair_params = self._cast_parameters(x.dtype, x.device)
-        zero = x.new_zeros(len(x))
-        out = {"bond": zero, "angle": zero, "torsion": zero}
-        if "bond" in bonded:
-            out["bond"] = harmonic_bond_energy(x, *bonded["bond"])
-        if "angle" in bonded:
-            out["angle"] = harmonic_angle_energy(x, *bonded["angle"])
-        if "torsion" in bonded:
-            out["torsion"] = periodic_torsion_energy(x, *bonded["torsion"])
-        r = pair_distances(x, pair_params.i, pair_params.j)
-        pair = PairEnergies.apply(r, pair_params)
-        out.update(zip(pair_params.names, pair.unbind(-1)))
-        return out
-
-    def _cast_parameters(self, dtype: torch.dtype, device: torch.device):
-        """Bonded and pair parameters on ``device`` in ``dtype`` (indices stay integers), cached;
-        the cache is cleared when the module moves (``.to``)."""
+    def _cast_parameters(self, dtype: torch.dtype, device: torch.device) -> Parameters:
+        """The parameters on ``device`` in ``dtype`` (indices stay integers), cached; the cache
+        is cleared when the module moves (``.to``)."""
         key = (dtype, device)
         if key not in self._cache:
-
-            def p(t: Tensor) -> Tensor:
-                return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-
-            fields = {
-                "bond": ("idx", "length", "k"),
-                "angle": ("idx", "theta0", "k"),
-                "torsion": ("idx", "periodicity", "phase", "k"),
-            }
-            bonded = {
-                term: tuple(p(getattr(self, f"{term}_{name}")) for name in names)
-                for term, names in fields.items()
-                if len(getattr(self, f"{term}_k"))
-            }
-            self._cache[key] = (bonded, self._pair_parameters(p))
+            arrays = {}
+            for name in self._buffer_names:
+                t = getattr(self, name)
+                arrays[name] = t.to(device, dtype if t.is_floating_point() else t.dtype)
+            gb = None
+            if self.gb_model is not None:
+                gb = GBParameters(
+                    model=self.gb_model,
+                    **{k[3:]: v for k, v in arrays.items() if k.startswith("gb_")},
+                )
+            rest = {k: v for k, v in arrays.items() if not k.startswith("gb_")}
+            self._cache[key] = Parameters(
+                n_atoms=self.n_atoms,
+                n_bonds=self._counts["bonds"],
+                n_angles=self._counts["angles"],
+                gb=gb,
+                **rest,
+            )
         return self._cache[key]
 
     def _apply(self, fn, recurse: bool = True):
         self._cache = {}
         return super()._apply(fn, recurse)
 
-    def _pair_parameters(self, p) -> PairParameters:
-        nb = {
-            "i": p(self.pair_i),
-            "j": p(self.pair_j),
-            "charge_prod": p(self.nb_charge_prod),
-            "sigma": p(self.nb_sigma),
-            "epsilon": p(self.nb_epsilon),
+
+class _EnergyFunction(torch.autograd.Function):
+    """``x -> u`` by :class:`TorchForceField`; backward is the analytic ``du/dx`` (first order)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, ff: TorchForceField) -> Tensor:
+        terms, grad = ff._evaluate(x, forces=True)
+        ctx.save_for_backward(grad.div_(ff.kT))
+        return terms.sum(1).div_(ff.kT)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_u: Tensor) -> tuple[Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_u[:, None, None] * grad, None
+
+
+def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """The parameters read off the System, as the arrays of :class:`~.ff_terms.Parameters`
+    (per-term columns ``[n, 1]``, dense pair columns ``[N*N, 1]``); fills ``counts``."""
+    out: dict[str, np.ndarray] = {"eye": np.eye(n).reshape(n * n, 1)}
+
+    def column(values) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64).reshape(-1, 1)
+
+    bonds = _concat(forces["bonds"], {"idx": (0, 2), "length": (0,), "k": (0,)})
+    angles = _concat(forces["angles"], {"idx": (0, 3), "theta0": (0,), "k": (0,)})
+    torsions = _concat(
+        forces["torsions"], {"idx": (0, 4), "periodicity": (0,), "phase": (0,), "k": (0,)}
+    )
+    counts |= {"bonds": len(bonds["k"]), "angles": len(angles["k"]), "torsions": len(torsions["k"])}
+    i, j = bonds["idx"].T
+    a, b, c = angles["idx"].T
+    if len(i) or len(a):
+        out["bonded_pairs"] = np.concatenate([i * n + j, a * n + b, c * n + b, a * n + c])
+    if len(i):
+        out |= {"bond_length": column(bonds["length"]), "bond_k": column(bonds["k"])}
+    if len(a):
+        out |= {"angle_theta0": column(angles["theta0"]), "angle_k": column(angles["k"])}
+    if len(torsions["k"]):
+        out["torsion_atoms"] = torsions["idx"].T.reshape(-1)
+        for key in ("periodicity", "phase", "k"):
+            out[f"torsion_{key}"] = column(torsions[key])
+        out["torsion_k_sum"] = np.array(torsions["k"].sum())
+
+    off_diagonal = 1 - np.eye(n)
+    if forces["nonbonded"]:
+        nb = forces["nonbonded"][0]
+        out["coulomb"] = column(0.5 * ONE_4PI_EPS0 * nb["charge_prod"] * off_diagonal)
+        out["lj_sigma_sq"] = column(nb["sigma"] ** 2)
+        out["lj_epsilon4"] = column(0.5 * 4 * nb["epsilon"] * off_diagonal)
+    if forces["gb"]:
+        model, params = forces["gb"][0]
+        q, radius, offset = params["charge"], params["radius"], params["offset_radius"]
+        scaled = np.broadcast_to(params["scaled_radius"][None, :], (n, n)) * off_diagonal
+        screening = model.screening
+        prefactor = screening.prefactor if screening.kappa == 0 else -screening.coulomb_constant
+        out |= {
+            "gb_scaled_radius": column(scaled),
+            "gb_scaled_radius_sq": column(scaled**2),
+            "gb_offset_radius": column(np.broadcast_to(offset[:, None], (n, n))),
+            "gb_inv_offset_radius": column(np.broadcast_to(1 / offset[:, None], (n, n))),
+            "gb_charge_prod": column(0.5 * prefactor * np.outer(q, q)),
+            "gb_atom_offset_radius": column(offset),
+            "gb_atom_inv_offset_radius": column(1 / offset),
+            "gb_atom_radius": column(radius),
+            "gb_ace_prefactor": column(
+                model.surface_factor * (radius + model.probe_radius) ** 2 * radius**6
+            ),
         }
-        if self.gb_model is None:
-            return PairParameters(**nb)
-        charge = p(self.gb_charge)
-        return PairParameters(
-            **nb,
-            model=self.gb_model,
-            charge=charge,
-            gb_charge_prod=charge[nb["i"]] * charge[nb["j"]],
-            radius=p(self.gb_radius),
-            offset_radius=p(self.gb_offset_radius),
-            target=p(self.gb_target),
-            target_offset_radius=p(self.gb_target_offset_radius),
-            source_scaled_radius=p(self.gb_source_scaled_radius),
-        )
+    return out
 
 
 def _concat(

@@ -245,4 +245,4 @@ def _longest_chain(adjacency: list[list[int]], allowed: set[int]) -> list[int]:
     chain = [v]
     while chain[-1] != u:
         chain.append(min(a for a in adjacency[chain[-1]] if dist.get(a) == dist[chain[-1]] - 1))
-    return chain
+    return chain if chain[0] < chain[-1] else chain[::-1]

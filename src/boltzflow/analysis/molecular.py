@@ -1,0 +1,109 @@
+"""Evaluation of model samples of a molecule against MD reference data.
+
+Invalid samples (broken bond graph or flipped Cα chirality, see :mod:`.validity`) are excluded
+from every reweighted estimate: their log weight is set to ``-inf`` before ESS, ΔF, W2 and
+profiles are computed; the fraction of valid samples is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..sampling.reweight import effective_sample_size
+from .dihedrals import ramachandran_angles
+from .pmf import basin_free_energy_difference, free_energy_profile
+from .validity import mask_invalid, validity
+from .wasserstein import energy_w2, torus_w2
+
+
+@dataclass
+class MolecularEvaluation:
+    """Metrics (JSON-ready), the masked log weights and the figures written."""
+
+    metrics: dict[str, Any]
+    log_w: Tensor
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def _reference_energies(system, x: Tensor) -> Tensor:
+    energy = copy.deepcopy(system.energy).to(torch.float64)
+    with torch.no_grad():
+        return torch.cat([energy.energy(c) for c in torch.split(x.to(torch.float64), 5000)])
+
+
+def evaluate_molecule(
+    system, x: Tensor, u: Tensor, log_w: Tensor, reference: Tensor | None, *,
+    out_dir: str | Path | None = None, seed: int = 0,
+) -> MolecularEvaluation:
+    """Validity, ESS over valid samples, ΔF of the φ basins, E-W2 and T-W2 (raw and reweighted).
+
+    Args:
+        system: a :class:`~boltzflow.systems.MolecularSystem`.
+        x: model samples ``[B, n_atoms, 3]`` (nm); ``u``/``log_w``: their energies and weights.
+        reference: MD frames ``[M, n_atoms, 3]`` or ``None``.
+        out_dir: where to write the Ramachandran and φ-profile figures (none if ``None``).
+    """
+    x = x.detach().cpu().to(torch.float64)
+    report = validity(x, system)
+    log_w = mask_invalid(log_w.detach().cpu().to(torch.float64), report.valid)
+    raw = torch.where(report.valid, torch.zeros_like(log_w), torch.full_like(log_w, -torch.inf))
+    phi, psi = ramachandran_angles(system, x)
+    m: dict[str, Any] = {
+        "fraction_valid": report.fraction_valid,
+        "n_invalid_bonds": int((~report.bonds_ok).sum()),
+        "n_invalid_chirality": int((~report.chirality_ok).sum()),
+        "ess": effective_sample_size(log_w),
+    }
+    for name, lw in (("model", raw), ("reweighted", log_w)):
+        try:
+            df = basin_free_energy_difference(phi, lw, seed=seed)
+            m[f"dF_phi_{name}"], m[f"dF_phi_{name}_stderr"] = df.value, df.stderr
+        except ValueError:
+            m[f"dF_phi_{name}"] = None
+    figures: list[tuple[str, Path]] = []
+    ref_angles = None
+    if reference is not None and len(reference):
+        ref = reference.detach().cpu().to(torch.float64)
+        u_ref = _reference_energies(system, ref)
+        ref_phi, ref_psi = ramachandran_angles(system, ref)
+        ref_angles = (ref_phi, ref_psi)
+        try:
+            df = basin_free_energy_difference(ref_phi, None, seed=seed)
+            m["dF_phi_md"], m["dF_phi_md_stderr"] = df.value, df.stderr
+        except ValueError:
+            m["dF_phi_md"] = None
+        u_model = u.detach().cpu().to(torch.float64)
+        angles = torch.stack([phi, psi], -1)
+        ref_ang = torch.stack([ref_phi, ref_psi], -1)
+        for name, lw in (("model", raw), ("reweighted", log_w)):
+            if torch.isfinite(lw).any():
+                m[f"energy_w2_{name}"] = energy_w2(u_model, u_ref, log_w_a=lw)
+                m[f"torus_w2_{name}"] = torus_w2(angles, ref_ang, log_w_a=lw, seed=seed)
+    if out_dir is not None:
+        figures = _figures(Path(out_dir), phi, psi, raw, log_w, ref_angles)
+    return MolecularEvaluation(metrics=m, log_w=log_w, figures=figures)
+
+
+def _figures(out: Path, phi, psi, raw, log_w, ref_angles) -> list[tuple[str, Path]]:
+    from .molplots import plot_free_energy_profiles, plot_ramachandran
+
+    panels = []
+    if ref_angles is not None:
+        panels.append(("MD", ref_angles[0], ref_angles[1], None))
+    panels += [("model", phi, psi, raw), ("reweighted model", phi, psi, log_w)]
+    figures = [("Ramachandran: MD, model, reweighted", plot_ramachandran(panels, out / "ramachandran.png"))]
+    profiles = []
+    edges = torch.linspace(-torch.pi, torch.pi, 61, dtype=torch.float64)
+    if ref_angles is not None:
+        profiles.append(("MD", free_energy_profile(ref_angles[0], None, bins=edges)))
+    if torch.isfinite(log_w).any():
+        profiles.append(("reweighted model", free_energy_profile(phi, log_w, bins=edges)))
+    if profiles:
+        figures.append(("Free energy along φ", plot_free_energy_profiles(profiles, out / "phi_profile.png")))
+    return figures
