@@ -14,20 +14,22 @@ from boltzflow import testing
 from boltzflow.energies import OpenMMEnergy, TorchForceField
 from boltzflow.energies.ff_terms import (
     ONE_4PI_EPS0,
+    GBParameters,
     GBScreening,
     OBCModel,
-    PairEnergies,
-    PairParameters,
-    obc_descreening,
-    pair_distances,
+    dihedrals,
+    obc_integral,
 )
 
 openmm = pytest.importorskip("openmm")
 
 N_CONFIGS = 50
-CASES = [  # (sequence, force field, solvent): every force field x solvent, several residue kinds
+# (sequence, force field, solvent): capped and uncapped, every force field x solvent, several
+# residue kinds; the full sweep over all 20 + 20 dipeptides is bench/parity.py
+CASES = [
     ("ACE-ALA-NME", "amber99sb-ildn", "vacuum"),
     ("ACE-ALA-NME", "amber99sb-ildn", "obc2"),
+    ("ACE-ASP-NME", "amber99sb-ildn", "obc1"),
     ("GP", "amber99sb-ildn", "obc1"),
     ("AK", "amber14", "vacuum"),
     ("KD", "amber14", "obc2"),
@@ -203,54 +205,169 @@ def test_gb_regimes_overlap_and_inside(kind):
     np.testing.assert_allclose((f * ff.kT).numpy(), ref_force, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("inside_correction", [False, True])
-def test_descreening_derivative_matches_autograd(inside_correction):
-    gen = torch.Generator().manual_seed(0)
-    # distances and radii that visit all regimes: outside, overlap, i inside j, j inside i
-    r = torch.rand(64, 300, generator=gen, dtype=torch.float64) * 0.4 + 0.005
-    offset_radius = torch.rand(300, generator=gen, dtype=torch.float64) * 0.15 + 0.05
-    scaled_radius = torch.rand(300, generator=gen, dtype=torch.float64) * 0.25 + 0.03
-    rr = r.clone().requires_grad_(True)
-    term, _ = obc_descreening(rr, offset_radius, scaled_radius, inside_correction, grad=False)
-    (auto,) = torch.autograd.grad(term.sum(), rr)
-    _, analytic = obc_descreening(r, offset_radius, scaled_radius, inside_correction, grad=True)
-    torch.testing.assert_close(analytic, auto, rtol=1e-10, atol=1e-10)
-    assert (term == 0).any() and (term != 0).any()
-    assert (offset_radius < scaled_radius - r).any()  # some atoms i lie inside atoms j
-
-
-@pytest.mark.parametrize("kappa", [0.0, 1.5])
-def test_pair_energies_gradcheck(kappa):
-    """The analytic backward of the pair terms (LJ, Coulomb, GB with salt, ACE) vs finite
-    differences."""
-    gen = torch.Generator().manual_seed(0)
-    n = 6
-    # atoms on a jittered line: 0.12-0.5 nm apart, so that finite differences are accurate
-    x = torch.arange(n, dtype=torch.float64)[None, :, None] * torch.tensor([0.1, 0.05, 0.08])
-    x = x + 0.02 * torch.randn(3, n, 3, generator=gen, dtype=torch.float64)
-    i, j = torch.triu_indices(n, n, 1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen, dtype=torch.float64)
-
-    radius = rand(n) * 0.1 + 0.12
-    offset_radius = radius - 0.009
-    scaled_radius = offset_radius * (rand(n) * 0.2 + 0.7)
-    target = torch.cat([i, j])
-    charge = rand(n) - 0.5
-    model = OBCModel(
-        "test", 1.0, 0.8, 4.85, True, GBScreening(ONE_4PI_EPS0, 1.0, 78.5, kappa), 28.39
-    )
-    params = PairParameters(
-        i=i, j=j, charge_prod=rand(len(i)) - 0.5, sigma=rand(len(i)) * 0.05 + 0.05,
-        epsilon=rand(len(i)), model=model, charge=charge, gb_charge_prod=charge[i] * charge[j],
-        radius=radius,
-        offset_radius=offset_radius, target=target,
-        target_offset_radius=offset_radius[target],
-        source_scaled_radius=scaled_radius[torch.cat([j, i])],
+def _gb_parameters(offset_radius, scaled_radius, inside_correction: bool) -> GBParameters:
+    """GBParameters with only what :func:`obc_integral` reads (the rest are placeholders)."""
+    model = OBCModel("test", 1.0, 0.8, 4.85, inside_correction, GBScreening(ONE_4PI_EPS0, 1, 78.5), 0)
+    placeholder = torch.ones(1, 1, dtype=torch.float64)
+    return GBParameters(
+        model=model,
+        scaled_radius=scaled_radius,
+        scaled_radius_sq=scaled_radius**2,
+        offset_radius=offset_radius,
+        inv_offset_radius=1 / offset_radius,
+        **dict.fromkeys(
+            ("charge_prod", "atom_offset_radius", "atom_inv_offset_radius", "atom_radius",
+             "atom_radius_ratio", "ace_prefactor"),
+            placeholder,
+        ),
     )  # fmt: skip
-    r = pair_distances(x, i, j).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda r: PairEnergies.apply(r, params), (r,))
+
+
+@pytest.mark.parametrize("inside_correction", [False, True])
+def test_obc_integral_and_derivative(inside_correction):
+    """The HCT/OBC integral against its textbook form, and its derivative against central
+    differences, in every regime: i outside j's reach, overlapping, i inside j, apart."""
+    gen = torch.Generator().manual_seed(0)
+    offset = torch.rand(300, 1, generator=gen, dtype=torch.float64) * 0.15 + 0.05
+    s = torch.rand(300, 1, generator=gen, dtype=torch.float64) * 0.25 + 0.03
+    r = torch.rand(300, 64, generator=gen, dtype=torch.float64) * 0.4 + 0.005
+    gb = _gb_parameters(offset, s, inside_correction)
+
+    def integral(r: torch.Tensor) -> torch.Tensor:
+        return obc_integral(r, 1 / r, None, gb, grad=False)[0]
+
+    # textbook form, with torch.where
+    upper, lower = r + s, torch.maximum(offset, (r - s).abs())
+    book = 0.5 * (
+        1 / lower - 1 / upper + 0.25 * (r - s**2 / r) * (1 / upper**2 - 1 / lower**2)
+        + 0.5 * torch.log(lower / upper) / r
+    )  # fmt: skip
+    inside = offset < s - r
+    if inside_correction:
+        book = book + torch.where(inside, 1 / offset - 1 / lower, 0.0)
+    book = torch.where(r + s < offset, 0.0, book)
+    torch.testing.assert_close(integral(r), book, rtol=1e-12, atol=1e-12)
+    assert (book == 0).any() and inside.any() and (book > 0).any()
+
+    h = 1e-6
+    numeric = (integral(r + h) - integral(r - h)) / (2 * h)
+    _, analytic = obc_integral(r, 1 / r, 1 / r**2, gb, grad=True)
+    # away from the kinks of the piecewise integral (r = or - s, r = s ± or)
+    kinks = torch.stack([offset - s, s + offset, s - offset]).expand(3, *r.shape)
+    smooth = ((r - kinks).abs() > 1e-4).all(0)
+    torch.testing.assert_close(analytic[smooth], numeric[smooth], rtol=1e-6, atol=1e-6)
+
+
+def _six_atoms(gb_kind: str, kappa: float = 0.0):
+    """A six-atom chain with every kind of term: bonds, angles, torsions (two on one quadruple),
+    LJ + Coulomb with an exclusion and a scaled 1-4 pair, and generalized Born with ACE."""
+    from openmm.app.internal.customgbforces import GBSAOBC1Force
+
+    system = openmm.System()
+    charges = [0.5, -0.3, 0.2, -0.4, 0.1, -0.1]
+    for _ in charges:
+        system.addParticle(12.0)
+    bonds = openmm.HarmonicBondForce()
+    for a in range(5):
+        bonds.addBond(a, a + 1, 0.15, 2e5)
+    angles = openmm.HarmonicAngleForce()
+    for a in range(4):
+        angles.addAngle(a, a + 1, a + 2, 1.9 + 0.05 * a, 300.0)
+    torsions = openmm.PeriodicTorsionForce()
+    torsions.addTorsion(0, 1, 2, 3, 1, 0.7, 3.0)
+    torsions.addTorsion(0, 1, 2, 3, 3, -1.1, 2.0)
+    torsions.addTorsion(2, 3, 4, 5, 2, 2.5, 1.5)
+    torsions.addTorsion(5, 3, 4, 2, 2, 3.14159, 4.0)  # improper-like
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+    for q in charges:
+        nb.addParticle(q, 0.3, 0.5)
+    nb.createExceptionsFromBonds([(a, a + 1) for a in range(5)], 0.8333, 0.5)
+    if gb_kind == "native":
+        gb = openmm.GBSAOBCForce()
+        for q in charges:
+            gb.addParticle(q, 0.15, 0.8)
+    else:
+        gb = GBSAOBC1Force(SA="ACE", kappa=kappa)
+        for q in charges:
+            gb.addParticle([q, 0.15, 0.8])
+        gb.finalize()
+    for force in (bonds, angles, torsions, nb, gb):
+        system.addForce(force)
+    gen = np.random.default_rng(3)
+    zigzag = np.array([[0.13 * a, 0.08 * (a % 2), 0.02 * a * a] for a in range(6)])
+    return system, zigzag[None] + 0.01 * gen.standard_normal((4, 6, 3))
+
+
+@pytest.mark.parametrize(("gb_kind", "kappa"), [("native", 0.0), ("obc1", 0.0), ("obc1", 1.5)])
+def test_small_system_parity_and_gradcheck(gb_kind, kappa):
+    system, xs = _six_atoms(gb_kind, kappa)
+    ref_energy, ref_force = openmm_reference(system, xs)
+    ff = TorchForceField(system, temperature=300.0)
+    x = torch.from_numpy(xs)
+    u, f = ff.energy_and_force(x)
+    np.testing.assert_allclose((u * ff.kT).numpy(), ref_energy, rtol=1e-10, atol=1e-8)
+    assert relative_force_error((f * ff.kT).numpy(), ref_force).max() < 1e-9
+    assert ff.extra_repr().startswith("n_atoms=6") and "torsions=4" in ff.extra_repr()
+    assert torch.autograd.gradcheck(ff.energy, (x.clone().requires_grad_(True),))
+
+
+def test_energy_backpropagates_to_upstream_parameters():
+    """Reverse KL needs d u(x(θ)) / dθ: the backward of energy() is the analytic force."""
+    system, positions, _ = build("ACE-ALA-NME", "amber99sb-ildn", "obc2")
+    ff = TorchForceField(system, temperature=300.0, chunk_size=3)
+    gen = torch.Generator().manual_seed(0)
+    base = torch.from_numpy(positions)
+    noise = torch.randn(8, *base.shape, generator=gen, dtype=torch.float64)
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return ff.energy(base + theta * noise).mean()
+
+    theta = torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(theta), theta)
+    h = 1e-6
+    with torch.no_grad():
+        numeric = (loss(theta + h) - loss(theta - h)) / (2 * h)
+    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-6)
+    # float32 input: gradient in float32, same direction
+    x32 = (base + 0.01 * noise).float().requires_grad_(True)
+    ff.energy(x32).sum().backward()
+    assert x32.grad.dtype == torch.float32
+    torch.testing.assert_close(-x32.grad.double(), ff.force(x32.detach().double()), rtol=1e-3, atol=1e-2)
+    with pytest.raises(ValueError, match="chunk_size"):
+        TorchForceField(system, temperature=300.0, chunk_size=0)
+
+
+@pytest.mark.parametrize("solvent", ["vacuum", "obc1", "obc2"])
+def test_parity_on_a_user_pdb(tmp_path, solvent):
+    """A PDB written by the user (here: a built tetrapeptide) read back with from_pdb."""
+    from openmm import app
+
+    from boltzflow import systems
+
+    built = systems.from_sequence("ACE-ALA-LYS-ASP-NME", forcefield="amber14", solvent="vacuum")
+    path = tmp_path / "peptide.pdb"
+    with open(path, "w") as fh:
+        app.PDBFile.writeFile(built.openmm_topology, built.positions.numpy() * 10, fh)
+    molecule = systems.from_pdb(path, forcefield="amber99sb-ildn", solvent=solvent)
+    assert isinstance(molecule.energy, TorchForceField)
+    xs = perturbed(molecule.positions.numpy())
+    ref_energy, ref_force = openmm_reference(molecule.openmm_system, xs)
+    u, f = molecule.energy.energy_and_force(torch.from_numpy(xs))
+    kT = molecule.energy.kT
+    assert np.abs((u * kT).numpy() - ref_energy).max() < 1e-3
+    assert relative_force_error((f * kT).numpy(), ref_force).max() < 1e-5
+
+
+def test_dihedrals_match_mdtraj():
+    """``dihedrals`` is the IUPAC angle, as mdtraj computes it."""
+    import mdtraj
+
+    xs = np.random.default_rng(2).normal(size=(7, 5, 3))
+    quads = np.array([[0, 1, 2, 3], [4, 3, 1, 0], [2, 0, 4, 1]])
+    phi = dihedrals(torch.from_numpy(xs).permute(2, 1, 0), torch.from_numpy(quads.T.reshape(-1)))
+    expected = mdtraj.compute_dihedrals(mdtraj.Trajectory(xs, topology=None), quads)
+    np.testing.assert_allclose(phi.T.numpy(), expected, atol=1e-5)
 
 
 def test_unsupported_forces_raise():

@@ -88,10 +88,11 @@ class OBCModel:
 class GBParameters:
     """OBC parameters: per ordered pair ``(i, j)`` columns ``[N*N, 1]``, per atom ``[N, 1]``.
 
-    ``scaled_radius`` is ``sr_j`` (the atom that descreens), ``offset_radius`` and
-    ``inv_offset_radius`` are ``or_i`` and ``1/or_i`` (the atom whose Born radius it is); the
-    diagonal has ``sr = 0``, which makes its integral vanish exactly. ``charge_prod`` is
-    ``½ q_i q_j`` times the screening prefactor (with the diagonal: the self energies).
+    ``scaled_radius`` is ``sr_j`` (the atom that descreens) with ``scaled_radius_sq = sr_j²``;
+    ``offset_radius`` and ``inv_offset_radius`` are ``or_i`` and ``1/or_i`` (the atom whose Born
+    radius it is). The diagonal has ``sr = 0``, which makes its integral vanish exactly.
+    ``charge_prod`` is ``½ q_i q_j`` times the screening prefactor ``s`` without salt, or times
+    ``-k_e`` with salt; its diagonal gives the self energies.
     """
 
     model: OBCModel
@@ -103,6 +104,7 @@ class GBParameters:
     atom_offset_radius: Tensor  # or_i [N, 1]
     atom_inv_offset_radius: Tensor  # 1/or_i
     atom_radius: Tensor  # R_i
+    atom_radius_ratio: Tensor  # or_i / R_i
     ace_prefactor: Tensor  # 4π γ (R + probe)² R⁶ [N, 1]; ACE energy = prefactor / B⁶
 
 
@@ -111,24 +113,31 @@ class Parameters:
     """Everything :func:`evaluate` needs, in one dtype and on one device.
 
     Bonded terms index the pair table (``i * N + j``) or the atoms; their parameters are columns
-    ``[n, 1]``. Nonbonded parameters are dense columns ``[N*N, 1]`` of the *ordered* pairs, halved
-    (each pair appears twice): ``coulomb = ½ k_e q_i q_j``, ``lj_epsilon4 = ½ · 4 ε_ij``,
-    ``lj_sigma_sq = σ_ij²``, zero on the diagonal and for exclusions, exceptions applied.
+    ``[n, 1]``. Torsions are evaluated on their distinct atom quadruples (``torsion_atoms``:
+    the first atoms of all quadruples, then the second ones, ...), ``torsion_quad`` maps each
+    torsion term to its quadruple (``None`` when they are all distinct).
+
+    Nonbonded parameters are dense columns ``[N*N, 1]`` of the *ordered* pairs, halved and negated
+    where that saves work (each pair appears twice): ``coulomb = ½ k_e q_i q_j``,
+    ``lj_epsilon4 = ½ · 4 ε_ij``, ``lj_sigma_sq = σ_ij²``; zero on the diagonal and for
+    exclusions, exceptions applied.
     """
 
     n_atoms: int
     eye: Tensor  # [N*N, 1]: 1 on the diagonal of the pair table
     n_bonds: int = 0
     n_angles: int = 0
-    bonded_pairs: Tensor | None = None  # [nb + 3 na]: bonds, then rows (a,b), (c,b), (a,c)
+    bonded_pairs: Tensor | None = None  # [nb + 3 na]: bonds, then the rows (a,b), (c,b), (a,c)
     bond_length: Tensor | None = None  # of the angles a-b-c
     bond_k: Tensor | None = None
     angle_theta0: Tensor | None = None
     angle_k: Tensor | None = None
-    torsion_atoms: Tensor | None = None  # [4 nt]: first atoms of all torsions, then second, ...
+    torsion_atoms: Tensor | None = None  # [4 nq]
+    torsion_quad: Tensor | None = None  # [nt]
     torsion_periodicity: Tensor | None = None
     torsion_phase: Tensor | None = None
     torsion_k: Tensor | None = None
+    torsion_minus_kn: Tensor | None = None  # -k n
     torsion_k_sum: Tensor | None = None  # Σ k, 0-dim
     coulomb: Tensor | None = None
     lj_sigma_sq: Tensor | None = None
@@ -138,10 +147,15 @@ class Parameters:
     @property
     def names(self) -> tuple[str, ...]:
         """Names of the energy terms, in the order of the rows of :func:`evaluate`'s output."""
-        names = ("bond", "angle", "torsion", "coulomb", "lj")
-        if self.gb is None:
-            return names
-        return names + (("gb_polar", "gb_nonpolar") if self.gb.model.surface_factor else ("gb_polar",))
+        return term_names(None if self.gb is None else self.gb.model)
+
+
+def term_names(gb_model: OBCModel | None) -> tuple[str, ...]:
+    """Names of the energy terms with the generalized Born model ``gb_model`` (or none)."""
+    names = ("bond", "angle", "torsion", "coulomb", "lj")
+    if gb_model is None:
+        return names
+    return names + (("gb_polar", "gb_nonpolar") if gb_model.surface_factor else ("gb_polar",))
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -149,7 +163,7 @@ class Parameters:
 
 def pair_table(xt: Tensor, eye: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Differences ``d = x_i - x_j: [3, N*N, B]``, ``r², r: [N*N, B]`` and ``1/r`` (1 on the
-    diagonal, where ``r = 0``)."""
+    diagonal, where ``r = 0``) of the positions ``xt: [3, N, B]``."""
     n, b = xt.shape[1], xt.shape[2]
     d = (xt[:, :, None, :] - xt[:, None, :, :]).view(3, n * n, b)
     r2 = torch.mul(d[0], d[0])
@@ -160,8 +174,8 @@ def pair_table(xt: Tensor, eye: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 def dihedrals(xt: Tensor, atoms: Tensor) -> Tensor:
-    """IUPAC dihedral angles ``[T, B]`` (rad, in (-π, π]) of ``atoms: [4 T]`` (see
-    :attr:`Parameters.torsion_atoms`) of ``xt: [3, N, B]``."""
+    """IUPAC dihedral angles ``[T, B]`` (rad, in (-π, π]) of the quadruples ``atoms: [4 T]``
+    (the first atoms of all quadruples, then the second ones, ...) of ``xt: [3, N, B]``."""
     return _torsion_geometry(xt, atoms)[0]
 
 
@@ -182,15 +196,21 @@ def _torsion_geometry(xt: Tensor, atoms: Tensor) -> tuple[Tensor, Tensor, Tensor
     return phi, mn, dots, b2_norm
 
 
+# --- the terms ---------------------------------------------------------------------------------
+
+
 def torsion_terms(xt: Tensor, p: Parameters, grad: bool) -> tuple[Tensor, Tensor | None]:
     """Energy ``Σ k (1 + cos(n φ - φ0)): [B]`` of the periodic torsions and, with ``grad``, its
-    gradient on the four atoms of each torsion, ``[3, 4 T, B]`` (atoms as ``torsion_atoms``)."""
+    gradient on the four atoms of each quadruple, ``[3, 4 nq, B]`` (atoms as ``torsion_atoms``)."""
     phi, mn, dots, b2_norm = _torsion_geometry(xt, p.torsion_atoms)
-    arg = (p.torsion_periodicity * phi).sub_(p.torsion_phase)
+    phi_terms = phi if p.torsion_quad is None else phi.index_select(0, p.torsion_quad)
+    arg = (p.torsion_periodicity * phi_terms).sub_(p.torsion_phase)
     energy = (p.torsion_k * arg.cos()).sum(0).add_(p.torsion_k_sum)
     if not grad:
         return energy, None
-    du_dphi = arg.sin_().mul_(p.torsion_k * p.torsion_periodicity).neg_()
+    du_dphi = arg.sin_().mul_(p.torsion_minus_kn)
+    if p.torsion_quad is not None:
+        du_dphi = phi.new_zeros(phi.shape).index_add_(0, p.torsion_quad, du_dphi)
     # Blondel & Karplus: ∂φ/∂x0 = -|b2| m/|m|², ∂φ/∂x3 = |b2| n/|n|², and with
     # p = b1·b2/|b2|², q = b3·b2/|b2|²: ∂φ/∂x1 = q ∂φ/∂x3 - (1 + p) ∂φ/∂x0,
     # ∂φ/∂x2 = p ∂φ/∂x0 - (1 + q) ∂φ/∂x3
@@ -202,27 +222,26 @@ def torsion_terms(xt: Tensor, p: Parameters, grad: bool) -> tuple[Tensor, Tensor
     return energy, g.view(3, -1, xt.shape[-1])
 
 
-# --- the kernel --------------------------------------------------------------------------------
-
-
 def obc_integral(
-    r: Tensor, rinv: Tensor, rinv2: Tensor, gb: GBParameters, grad: bool
+    r: Tensor, rinv: Tensor, rinv2: Tensor | None, gb: GBParameters, grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """HCT/OBC pair integrals ``I_ij`` of atom ``j`` seen by atom ``i``, and ``∂I_ij/∂r``.
 
     ``I_ij = ½ [1/L - 1/U + ¼ (r - s²/r)(1/U² - 1/L²) + ½ ln(L/U)/r]`` with ``s = sr_j``,
     ``L = max(or_i, |r - s|)``, ``U = r + s``; zero when ``r + s < or_i``: there ``U`` is raised to
     ``or_i``, which makes ``L = U = or_i`` and the integral and its derivative exactly zero.
+    With ``δ = 1/L - 1/U``, ``σ = 1/L + 1/U`` it is ``δ (½ - ⅛ (r - s²/r) σ) + ¼ ln(L/U)/r``.
     With ``inside_correction`` (OpenMM's native ``GBSAOBCForce``; not the CustomGBForce of
     ``implicit/obc*.xml``) it adds ``1/or_i - 1/L`` when atom ``i`` lies inside atom ``j``
     (``or_i < s - r``), written as ``1/or_i - 1/max(or_i, s - r)``.
 
-    The derivative at fixed ``L`` is ``⅛ (1 + s²/r²)(1/U² - 1/L²) - ¼ ln(L/U)/r²``. ``∂I/∂L``
-    vanishes where ``L = r - s``; where ``L = s - r`` (``i`` inside ``j``) the inside correction
-    cancels it, and without the correction it adds ``1/L²``.
+    The derivative at fixed ``L`` is ``-⅛ (1 + s²/r²) δ σ - ¼ ln(L/U)/r²``. ``∂I/∂L`` vanishes
+    where ``L = r - s``; where ``L = s - r`` (``i`` inside ``j``) the inside correction cancels it,
+    and without the correction it adds ``1/L²``.
 
     Args:
-        r, rinv, rinv2: distances, ``1/r`` and ``1/r²``, broadcastable with ``gb``'s columns.
+        r, rinv, rinv2: distances, ``1/r`` and ``1/r²`` (``rinv2`` only with ``grad``),
+            broadcastable with ``gb``'s columns.
     """
     s, offset = gb.scaled_radius, gb.offset_radius
     upper = torch.add(r, s)
@@ -232,10 +251,11 @@ def obc_integral(
     inv_u = upper.reciprocal_()
     inv_l = lower.reciprocal()
     log_ratio = lower.mul_(inv_u).log_()  # ln(L/U)
-    term = torch.sub(inv_l, inv_u).mul_(0.5)
-    c = inv_u.square_().sub_(inv_l.square_())  # 1/U² - 1/L²
+    delta = torch.sub(inv_l, inv_u)
+    sigma = inv_l.add_(inv_u)
     a = torch.addcmul(r, gb.scaled_radius_sq, rinv, value=-1)  # r - s²/r
-    term.addcmul_(a, c, value=0.125).addcmul_(log_ratio, rinv, value=0.25)
+    term = a.mul_(sigma).mul_(-0.125).add_(0.5).mul_(delta)
+    term.addcmul_(log_ratio, rinv, value=0.25)
     correction = gb.model.inside_correction
     if correction or grad:
         inside = torch.maximum(r_minus_s.neg_(), offset)  # max(or_i, s - r)
@@ -243,7 +263,7 @@ def obc_integral(
         term.add_(gb.inv_offset_radius).sub_(inside.reciprocal())
     if not grad:
         return term, None
-    dterm = torch.mul(gb.scaled_radius_sq, rinv2).add_(1).mul_(c).mul_(0.125)
+    dterm = torch.mul(gb.scaled_radius_sq, rinv2).add_(1).mul_(delta).mul_(sigma).mul_(-0.125)
     dterm.addcmul_(log_ratio, rinv2, value=-0.25)
     if not correction:  # + 1/L² where i lies inside j (there max(or_i, s - r) > or_i)
         is_inside = torch.sub(inside, offset).sign_()
@@ -263,8 +283,8 @@ def obc_born_radii(
     if not grad:
         return born, None
     dpoly = model.alpha - psi * (2 * model.beta - 3 * model.gamma * psi)
-    ratio = gb.atom_offset_radius / gb.atom_radius
-    return born, born * born * (1 - th * th) * dpoly * ratio
+    sech2 = th.square_().neg_().add_(1)
+    return born, (born * born).mul_(sech2).mul_(dpoly).mul_(gb.atom_radius_ratio)
 
 
 def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | None]:
@@ -273,9 +293,22 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
     ``∂U/∂x: [3, N, B]`` (kJ/mol/nm; ``None`` otherwise)."""
     n, b = p.n_atoms, xt.shape[-1]
     d, r2, r, rinv = pair_table(xt, p.eye)
-    w = torch.zeros_like(r) if forces else None  # directional pair weights (∂U/∂r_ij) / r_ij
+    rinv2 = rinv * rinv
     zero = xt.new_zeros(b)
-    energies = []
+    energies = {}
+    w = None  # directional pair weights W_ij = (∂U/∂r_ij) / r_ij, with forces
+
+    if p.coulomb is not None:
+        energies["coulomb"] = (p.coulomb * rinv).sum(0)
+        s6 = torch.mul(p.lj_sigma_sq, rinv2)  # (σ/r)²
+        s6 = s6.square().mul_(s6)
+        u_lj = torch.sub(s6, 1).mul_(s6)  # s¹² - s⁶
+        energies["lj"] = (u_lj * p.lj_epsilon4).sum(0)
+        if forces:  # W = -(k_e qq / r + 4ε (12 s¹² - 6 s⁶)) / r²
+            w = u_lj.mul_(12).add_(s6, alpha=6).mul_(p.lj_epsilon4)
+            w.addcmul_(p.coulomb, rinv).mul_(rinv2).neg_()
+    if forces and w is None:
+        w = torch.zeros_like(r)
 
     nb, na = p.n_bonds, p.n_angles
     weights = []  # of the bonded pairs
@@ -284,12 +317,9 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
         rb = rows[:nb]
         dr = rb - p.bond_length
         k_dr = p.bond_k * dr
-        energies.append((k_dr * dr).sum(0).mul_(0.5))
+        energies["bond"] = (k_dr * dr).sum(0).mul_(0.5)
         if forces:
             weights.append(k_dr.div_(rb))
-    else:
-        energies.append(zero)
-
     if na:  # θ from the law of cosines; forces on the three distances
         ra = rows[nb:].view(3, na, b)  # r_ab, r_cb, r_ac of the angles a-b-c
         sq = ra.square()
@@ -297,7 +327,7 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
         cos = (sq[0] + sq[1]).sub_(sq[2]).mul_(inv_ab_cb).mul_(0.5).clamp_(-1, 1)
         dtheta = cos.acos().sub_(p.angle_theta0)
         k_dtheta = p.angle_k * dtheta
-        energies.append((k_dtheta * dtheta).sum(0).mul_(0.5))
+        energies["angle"] = (k_dtheta * dtheta).sum(0).mul_(0.5)
         if forces:
             sin = cos.square().neg_().add_(1).sqrt_().clamp_min_(_MIN_SIN)
             g = k_dtheta.div_(sin).mul_(inv_ab_cb).neg_()  # (∂U/∂cos) / (r_ab r_cb)
@@ -306,31 +336,12 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
             sides = ra[:2]
             w_sides = sides.flip(0).div_(sides).mul_(cos).neg_().add_(1).mul_(g)
             weights += [w_sides.view(2 * na, b), g.neg_()]
-    else:
-        energies.append(zero)
-    if forces and weights:
+    if weights:
         w.index_add_(0, p.bonded_pairs, torch.cat(weights))
 
     torsion_grad = None
     if p.torsion_k is not None:
-        energy, torsion_grad = torsion_terms(xt, p, forces)
-        energies.append(energy)
-    else:
-        energies.append(zero)
-
-    rinv2 = rinv * rinv
-    if p.coulomb is not None:
-        u_coulomb = p.coulomb * rinv
-        energies.append(u_coulomb.sum(0))
-        s6 = torch.mul(p.lj_sigma_sq, rinv2)  # (σ/r)²
-        s6 = s6.square().mul_(s6)
-        u_lj = torch.sub(s6, 1).mul_(s6)  # s¹² - s⁶
-        energies.append(torch.mul(u_lj, p.lj_epsilon4).sum(0))
-        if forces:  # ∂U/∂r / r = -(u_coulomb + 4ε (12 s¹² - 6 s⁶)) / r²
-            dlj = u_lj.mul_(12).add_(s6, alpha=6).mul_(p.lj_epsilon4)
-            w.sub_(dlj.add_(u_coulomb).mul_(rinv2))
-    else:
-        energies += [zero, zero]
+        energies["torsion"], torsion_grad = torsion_terms(xt, p, forces)
 
     gb = p.gb
     if gb is not None:
@@ -338,42 +349,43 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
         born, dborn = obc_born_radii(term.view(n, n, b).sum(1), gb, forces)
         # polar: ½ Σ_ij q_i q_j s(f_ij)/f_ij over all i, j (i = j: the self energies, f_ii = B_i)
         # with Still's f = sqrt(r² + B_i B_j exp(-D)), D = r² / (4 B_i B_j)
-        half_inv = born.reciprocal().mul_(0.5)
-        expo = (half_inv[:, None, :] * half_inv[None, :, :]).view(n * n, b).mul_(r2)  # D
-        expo.clamp_max_(_MAX_GB_EXPONENT)
-        ex = expo.neg().exp_()
+        inv_born = born.reciprocal()
+        half_inv = inv_born * 0.5
+        minus_d = (half_inv[:, None, :] * half_inv[None, :, :]).view(n * n, b).mul_(r2).neg_()
+        ex = minus_d.clamp_min_(-_MAX_GB_EXPONENT).exp()
         bb = (born[:, None, :] * born[None, :, :]).view(n * n, b)
-        inv_f = torch.addcmul(r2, bb, ex).sqrt_().reciprocal_()
+        inv_f2 = torch.addcmul(r2, bb, ex).reciprocal_()
+        inv_f = inv_f2.sqrt()
         screening = gb.model.screening
         if screening.kappa == 0:
             g = torch.mul(gb.charge_prod, inv_f)  # charge_prod has the prefactor s
-            energies.append(g.sum(0))
-            h = g.mul_(inv_f).mul_(inv_f) if forces else None  # -(dg/df) / f
+            energies["gb_polar"] = g.sum(0)
+            h = g.mul_(inv_f2) if forces else None  # -(dg/df) / f
         else:
             salt = inv_f.reciprocal().mul_(-screening.kappa).exp_()  # exp(-κ f)
-            s = torch.mul(salt, -1 / screening.solvent_dielectric).add_(
-                1 / screening.solute_dielectric
-            )
-            g = s.mul_(gb.charge_prod).mul_(inv_f)  # charge_prod: ½ (-k_e) q_i q_j
-            energies.append(g.sum(0))
+            s = torch.mul(salt, -1 / screening.solvent_dielectric)
+            g = s.add_(1 / screening.solute_dielectric).mul_(gb.charge_prod).mul_(inv_f)
+            energies["gb_polar"] = g.sum(0)
             if forces:  # (g - ds/df) / f², ds/df = charge_prod κ exp(-κ f) / ε_solvent
                 ds = salt.mul_(gb.charge_prod).mul_(screening.kappa / screening.solvent_dielectric)
-                h = g.sub_(ds).mul_(inv_f).mul_(inv_f)
+                h = g.sub_(ds).mul_(inv_f2)
         if gb.model.surface_factor:
-            ib2 = born.reciprocal().square_()
+            ib2 = inv_born.square()
             ace = ib2.square().mul_(ib2).mul_(gb.ace_prefactor)  # prefactor / B⁶
-            energies.append(ace.sum(0))
+            energies["gb_nonpolar"] = ace.sum(0)
         if forces:
             # ∂U/∂r / r = -h (1 - ¼ exp(-D)); ∂U/∂B_i = -Σ_j h exp(-D) (1 + D) B_j
-            w.addcmul_(h, torch.mul(ex, -0.25).add_(1), value=-1)
-            hb = expo.add_(1).mul_(ex).mul_(h).view(n, n, b)
+            w.sub_(h).addcmul_(h, ex, value=0.25)
+            hex_ = ex.mul_(h)
+            hb = torch.addcmul(hex_, hex_, minus_d, value=-1).view(n, n, b)
             du_dborn = (hb * born[None, :, :]).sum(1).neg_()
             if gb.model.surface_factor:
-                du_dborn.addcmul_(ace, born.reciprocal(), value=-6)
+                du_dborn.addcmul_(ace, inv_born, value=-6)
             du_dintegral = du_dborn.mul_(dborn)
-            w.add_(dterm.view(n, n, b).mul_(du_dintegral[:, None, :]).view(n * n, b).mul_(rinv))
+            w.addcmul_(dterm.view(n, n, b).mul_(du_dintegral[:, None, :]).view(n * n, b), rinv)
 
-    out = torch.stack(energies)
+    names = p.names
+    out = torch.stack([energies.get(name, zero) for name in names])
     if not forces:
         return out, None
     # ∂U/∂x_i = Σ_j (W_ij + W_ji)(x_i - x_j) = Σ_j M_ij - Σ_j M_ji with M_ij = W_ij (x_i - x_j)

@@ -35,6 +35,7 @@ from .ff_terms import (
     OBCModel,
     Parameters,
     evaluate,
+    term_names,
 )
 
 #: Forces that contribute no potential energy.
@@ -326,10 +327,7 @@ class TorchForceField(Energy):
     @property
     def term_names(self) -> tuple[str, ...]:
         """Names of the energy terms (the keys of :meth:`terms`)."""
-        names = ("bond", "angle", "torsion", "coulomb", "lj")
-        if self.gb_model is None:
-            return names
-        return names + (("gb_polar", "gb_nonpolar") if self.gb_model.surface_factor else ("gb_polar",))
+        return term_names(self.gb_model)
 
     def extra_repr(self) -> str:
         gb = self.gb_model.name if self.gb_model else "none"
@@ -349,8 +347,10 @@ class TorchForceField(Energy):
         return dict(zip(self.term_names, terms.unbind(1)))
 
     def energy_kj(self, x: Tensor) -> Tensor:
-        """Potential energy ``U: [B]`` in kJ/mol. Not differentiable (see :meth:`energy`)."""
+        """Potential energy ``U: [B]`` in kJ/mol (differentiable like :meth:`energy`)."""
         check_event_shape(x, self.event_shape)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _EnergyFunction.apply(x, self) * self.kT
         return self._evaluate(x, forces=False)[0].sum(1)
 
     def _energy(self, x: Tensor) -> Tensor:
@@ -377,6 +377,8 @@ class TorchForceField(Energy):
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         params = self._cast_parameters(x.dtype, x.device)
+        if x.device.type == "cpu":
+            _keep_heap_resident()
         terms = x.new_empty(len(x), len(params.names))
         grad = torch.empty_like(x) if forces else None
         size = self._chunk_size(x)
@@ -392,7 +394,7 @@ class TorchForceField(Energy):
         if self.chunk_size is not None:
             return self.chunk_size
         # measured (bench/energy.py): chunks whose pair tables are ~128 kB are fastest on CPU
-        budget = 2**17 if x.device.type == "cpu" else 2**26  # bytes per pair table
+        budget = 2**19 if x.device.type == "cpu" else 2**26  # bytes per pair table
         return max(16, budget // (x.element_size() * self.n_atoms**2))
 
     def _cast_parameters(self, dtype: torch.dtype, device: torch.device) -> Parameters:
@@ -423,6 +425,25 @@ class TorchForceField(Energy):
     def _apply(self, fn, recurse: bool = True):
         self._cache = {}
         return super()._apply(fn, recurse)
+
+
+_HEAP_RESIDENT = False
+
+
+def _keep_heap_resident() -> None:
+    """Keep the temporaries of a chunk in the heap from one chunk to the next (glibc).
+
+    glibc returns the free memory at the top of the heap to the OS once more than its trim
+    threshold (twice the largest block freed so far, at first 256 kB) is free, so that every
+    chunk page-faults its few MB of temporaries anew: about 1,400 faults and up to a third of
+    the time of a chunk of 256 alanine-dipeptide configurations. Freeing one large block once
+    raises glibc's dynamic thresholds (mmap 24 MB, trim 48 MB), which is what glibc does anyway
+    when a program frees such a block. Harmless with other allocators.
+    """
+    global _HEAP_RESIDENT
+    if not _HEAP_RESIDENT:
+        _HEAP_RESIDENT = True
+        torch.empty(24 * 2**20, dtype=torch.uint8)  # mmap'ed by glibc, then freed at once
 
 
 class _EnergyFunction(torch.autograd.Function):
@@ -464,9 +485,13 @@ def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str
     if len(a):
         out |= {"angle_theta0": column(angles["theta0"]), "angle_k": column(angles["k"])}
     if len(torsions["k"]):
-        out["torsion_atoms"] = torsions["idx"].T.reshape(-1)
+        quads, quad_of_term = np.unique(torsions["idx"], axis=0, return_inverse=True)
+        out["torsion_atoms"] = quads.T.reshape(-1)
+        if len(quads) < len(quad_of_term):
+            out["torsion_quad"] = quad_of_term.reshape(-1)
         for key in ("periodicity", "phase", "k"):
             out[f"torsion_{key}"] = column(torsions[key])
+        out["torsion_minus_kn"] = column(-torsions["k"] * torsions["periodicity"])
         out["torsion_k_sum"] = np.array(torsions["k"].sum())
 
     off_diagonal = 1 - np.eye(n)
@@ -490,6 +515,7 @@ def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str
             "gb_atom_offset_radius": column(offset),
             "gb_atom_inv_offset_radius": column(1 / offset),
             "gb_atom_radius": column(radius),
+            "gb_atom_radius_ratio": column(offset / radius),
             "gb_ace_prefactor": column(
                 model.surface_factor * (radius + model.probe_radius) ** 2 * radius**6
             ),
