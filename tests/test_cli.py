@@ -32,7 +32,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", [[], ["systems"], ["train"], ["sample"], ["evaluate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["systems"], ["train"], ["sample"], ["evaluate"], ["demo"], ["report"], ["simulate"], ["info"]])
 def test_every_command_has_help(capsys, command):
     code, out, _ = run_main(capsys, *command, "--help")
     assert code == 0 and "Usage" in out

@@ -132,6 +132,18 @@ def evaluate_cmd(
         typer.echo(f"report: {run / 'report.md'}")
 
 
+@app.command("report")
+def report_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory written by `train`."),
+) -> None:
+    """Write RUN/report.md with the figures (Ramachandran, φ profile, energies) and metrics."""
+    from . import pipeline
+
+    _threads()
+    pipeline.evaluate(pipeline.load_run(run), plots=True)
+    typer.echo(f"report: {run / 'report.md'}")
+
+
 @app.command("simulate")
 def simulate_cmd(
     system: str = typer.Argument(..., help="System id (see `boltzflow systems`) or a PDB file."),
