@@ -75,13 +75,13 @@ def table(target, x_all: torch.Tensor, threads: int, args) -> None:
         run(x_all[:10].numpy())
         suffix = "1 thread" if platform == "Reference" else f"{threads} thread(s)"
         rows[f"OpenMM {platform} (per configuration, {suffix})"] = (
-            lambda n, run=run: (lambda: run(x_all[:n].numpy())),
+            lambda n, run=run: lambda: run(x_all[:n].numpy()),
             False,
         )
     bridge = OpenMMEnergy(system, temperature, platform="Reference")
     bridge.energy_and_force(x_all[:10])
     rows["OpenMMEnergy bridge (Reference)"] = (
-        lambda n: (lambda: bridge.energy_and_force(x_all[:n])),
+        lambda n: lambda: bridge.energy_and_force(x_all[:n]),
         False,
     )
 

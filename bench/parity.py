@@ -97,7 +97,7 @@ def main() -> int:
             app.PDBFile.writeFile(built.openmm_topology, built.positions.numpy() * 10, fh)
 
     start = time.perf_counter()
-    print(f"| system | force field | solvent | atoms | max abs dE (kJ/mol) | max rel dF | result |")
+    print("| system | force field | solvent | atoms | max abs dE (kJ/mol) | max rel dF | result |")
     print("|---|---|---|---:|---:|---:|---|")
     failures, total, seed = [], 0, 0
     rows = [(name, seq, capped, ff, solv) for name, seq, capped in molecules

@@ -207,7 +207,9 @@ def test_gb_regimes_overlap_and_inside(kind):
 
 def _gb_parameters(offset_radius, scaled_radius, inside_correction: bool) -> GBParameters:
     """GBParameters with only what :func:`obc_integral` reads (the rest are placeholders)."""
-    model = OBCModel("test", 1.0, 0.8, 4.85, inside_correction, GBScreening(ONE_4PI_EPS0, 1, 78.5), 0)
+    model = OBCModel(
+        "test", 1.0, 0.8, 4.85, inside_correction, GBScreening(ONE_4PI_EPS0, 1, 78.5), 0
+    )
     placeholder = torch.ones(1, 1, dtype=torch.float64)
     return GBParameters(
         model=model,
@@ -309,7 +311,7 @@ def test_small_system_parity_and_gradcheck(gb_kind, kappa):
     np.testing.assert_allclose((u * ff.kT).numpy(), ref_energy, rtol=1e-10, atol=1e-8)
     assert relative_force_error((f * ff.kT).numpy(), ref_force).max() < 1e-9
     assert ff.extra_repr().startswith("n_atoms=6") and "torsions=4" in ff.extra_repr()
-    assert torch.autograd.gradcheck(ff.energy, (x.clone().requires_grad_(True),))
+    assert torch.autograd.gradcheck(ff.energy, (x[:2].clone().requires_grad_(True),))
 
 
 def test_energy_backpropagates_to_upstream_parameters():
@@ -333,7 +335,9 @@ def test_energy_backpropagates_to_upstream_parameters():
     x32 = (base + 0.01 * noise).float().requires_grad_(True)
     ff.energy(x32).sum().backward()
     assert x32.grad.dtype == torch.float32
-    torch.testing.assert_close(-x32.grad.double(), ff.force(x32.detach().double()), rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(
+        -x32.grad.double(), ff.force(x32.detach().double()), rtol=1e-3, atol=1e-2
+    )
     with pytest.raises(ValueError, match="chunk_size"):
         TorchForceField(system, temperature=300.0, chunk_size=0)
 

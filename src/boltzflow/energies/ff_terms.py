@@ -44,7 +44,8 @@ ONE_4PI_EPS0_CUSTOM_GB = 138.935485
 #: ``exp(-D)`` of the GB pair function is cut at ``D = 80`` (``e^-80 ≈ 2e-35``, far below the
 #: precision of ``r²`` it is added to) so that it never produces float32 denormals (slow).
 _MAX_GB_EXPONENT = 80.0
-#: Angle force: ``sin θ`` is clamped here (nearly linear angles), like OpenMM's Reference.
+#: Angle force: ``sin θ`` is clamped here, so that a (nearly) linear angle gets a large finite
+#: force rather than inf or NaN.
 _MIN_SIN = 1e-6
 
 
@@ -271,9 +272,7 @@ def obc_integral(
     return term, dterm
 
 
-def obc_born_radii(
-    integral: Tensor, gb: GBParameters, grad: bool
-) -> tuple[Tensor, Tensor | None]:
+def obc_born_radii(integral: Tensor, gb: GBParameters, grad: bool) -> tuple[Tensor, Tensor | None]:
     """OBC Born radii ``B = 1 / (1/or - tanh(α ψ - β ψ² + γ ψ³) / R)``, ``ψ = I or``, and
     ``dB/dI``; ``integral: [N, B]``."""
     model = gb.model
