@@ -150,3 +150,27 @@ def test_pdb_path_is_accepted_as_a_system(tmp_path, capsys):
     assert "350 K" in out
     code, _, err = run_main(capsys, "simulate", str(tmp_path / "missing.pdb"))
     assert code == 2 and "missing.pdb" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_runs_the_molecular_pipeline_with_tiny_settings(tmp_path, capsys):
+    # The real demo (boltzflow.presets.QUICK_ALDP) takes ~15 min; the hidden --ns/--n-samples
+    # and --steps shrink it to seconds. Rerunning it reuses the cached MD and the trained run.
+    out = tmp_path / "demo"
+    args = ("demo", "--ns", "0.01", "--steps", "10", "--n-samples", "300", "--out", str(out),
+            "--no-progress")
+    code, text, err = run_main(capsys, *args)
+    assert code == 0, err
+    assert f"report: {out / 'report.md'}" in text and "ramachandran.png" in text
+    assert "valid samples" in text and "ESS" in text
+    for name in ("md/provenance.json", "config.yaml", "checkpoint.pt", "metrics.json",
+                 "report.md", "ramachandran.png", "phi_profile.png"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["system"] == "aldp-implicit" and metrics["n_samples"] == 300
+    assert 0 <= metrics["fraction_valid"] <= 1
+    stamps = {n: (out / n).stat().st_mtime_ns for n in ("md/provenance.json", "checkpoint.pt")}
+    code, text, err = run_main(capsys, *args)  # cached: MD and training are not redone
+    assert code == 0, err
+    assert stamps == {n: (out / n).stat().st_mtime_ns for n in stamps}
+    code, _, err = run_main(capsys, "demo", "--system", "double-well", "--quality")
+    assert code == 2 and "--quality" in err

@@ -53,6 +53,8 @@ class TrainConfig:
         clip_grad: gradient-norm clipping threshold.
         w_nll: weight of maximum likelihood on reference data.
         w_kl: weight of the reverse KL on the energy.
+        kl_start: first step of the reverse-KL term; before it, likelihood only (the usual
+            recipe: fit the data first, then refine on the energy).
         u_high: energies above this (kT) are softened logarithmically in the KL term.
         n_data: reference samples used for training (and to fit the normalization).
         n_test: held-out reference samples for the NLL.
@@ -83,6 +85,7 @@ class TrainConfig:
     clip_grad: float = 100.0
     w_nll: float = 1.0
     w_kl: float = 1.0
+    kl_start: int = 0
     u_high: float = 1000.0
     n_data: int = 20000
     n_test: int = 10000
@@ -127,7 +130,7 @@ class TrainConfig:
         for key in ("n_layers", "n_bins", "batch_size", "kl_batch_size", "n_samples",
                     "checkpoint_every", "n_test", "n_data"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("steps", "warmup", "seed"):
+        for key in ("steps", "warmup", "seed", "kl_start"):
             _check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         _check(self.temperature >= 0, "temperature", "a positive number (kelvin)", self.temperature)
         for key in ("lr", "bound", "clip_grad", "u_high"):
@@ -135,6 +138,9 @@ class TrainConfig:
         for key in ("w_nll", "w_kl"):
             _check(getattr(self, key) >= 0, key, "a number >= 0", getattr(self, key))
         _check(self.w_nll > 0 or self.w_kl > 0, "w_nll", "> 0 when w_kl is 0", self.w_nll)
+        _check(
+            self.kl_start == 0 or self.w_nll > 0, "kl_start", "0 when w_nll is 0", self.kl_start
+        )
         _check(
             0 <= self.clip_fraction < 1, "clip_fraction", "a number in [0, 1)", self.clip_fraction
         )

@@ -8,18 +8,25 @@ from .config import TrainConfig
 from .distributions import MeanFreeNormal, StandardNormal
 from .flow import Flow
 from .systems.base import System
+from .systems.molecule import MolecularSystem
 from .transforms import Chain, Inverse, MeanFreeEmbedding, Normalization, Reshape, coupling_flow
 
 
 def build_flow(system: System, config: TrainConfig, data: Tensor | None = None) -> Flow:
     """A coupling flow for ``system``: prior → couplings → normalization → data space.
 
+    Molecules (a :class:`~boltzflow.systems.MolecularSystem`) get the internal-coordinate spline
+    flow of :func:`~boltzflow.molecular_flow.build_molecular_flow`.
     Particle systems use a mean-free normal prior; the couplings act on the
     ``(n - 1) · d``-dimensional mean-free subspace through an orthonormal embedding, so
     ``log_q`` is a density on that subspace like the prior's. With ``data``, the normalization
     layer is fitted to it (per-coordinate mean and standard deviation), so the couplings start
     from a standardized problem.
     """
+    if isinstance(system, MolecularSystem):
+        from .molecular_flow import build_molecular_flow
+
+        return build_molecular_flow(system, config, data)
     couplings = coupling_flow(
         _flat_dim(system),
         n_layers=config.n_layers,

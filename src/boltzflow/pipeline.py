@@ -174,10 +174,14 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
             idx = torch.randint(len(train_x), (config.batch_size,), generator=gen)
             x = train_x[idx[w.rank * batch : (w.rank + 1) * batch].to(device)]
         torch.manual_seed(distributed.step_seed(config.seed, step, w.rank))
-        return combined_loss(
-            flow, energy, x, w_nll=config.w_nll, w_kl=config.w_kl,
+        w_kl = config.w_kl if step >= config.kl_start else 0.0
+        parts = combined_loss(
+            flow, energy, x, w_nll=config.w_nll, w_kl=w_kl,
             n_samples=kl_batch, u_high=config.u_high,
         )
+        if config.w_kl > 0 and "kl" not in parts:  # before kl_start: keep the log's columns
+            parts["kl"] = torch.full((), float("nan"))
+        return parts
 
     fit(
         flow, loss_fn, steps=config.steps, lr=config.lr, schedule=config.lr_schedule,

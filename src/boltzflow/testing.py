@@ -155,3 +155,101 @@ def assert_bijection_contract(
         assert_bijection_gradients(bijection, z)
     if make is not None:
         assert_save_load(bijection, make, z)
+
+
+def _random_orthogonal(d: int, *, proper: bool, generator: torch.Generator, dtype) -> Tensor:
+    """A Haar-random orthogonal ``d × d`` matrix with determinant ``+1`` (``proper``) or ``-1``."""
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if (torch.linalg.det(q) > 0) != proper:
+        q[:, 0] = -q[:, 0]
+    return q.to(dtype)
+
+
+def _random_type_permutation(types: Tensor, generator: torch.Generator) -> Tensor:
+    """A random permutation ``[N]`` that only exchanges particles of equal type."""
+    perm = torch.arange(len(types))
+    for kind in torch.unique(types):
+        idx = torch.nonzero(types == kind).flatten()
+        perm[idx] = idx[torch.randperm(len(idx), generator=generator)]
+    return perm
+
+
+def assert_equivariant(
+    field: nn.Module,
+    x: Tensor,
+    t: Tensor,
+    context: object = None,
+    *,
+    spatial_dim: int | None = None,
+    types: Tensor | None = None,
+    rotations: bool = True,
+    reflections: bool = True,
+    translations: bool = True,
+    permutations: bool = True,
+    mean_free: bool = True,
+    n_trials: int = 3,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> None:
+    """A particle vector field ``v = field(t, x, context)`` respects the symmetries of space.
+
+    For random group elements it checks, on ``x: [B, N, d]`` and ``t: [B]``:
+
+    * rotations ``Q`` (``det Q = 1``; with ``reflections`` also ``det Q = -1``):
+      ``v(x Q) = v(x) Q``;
+    * translations ``a``: ``v(x + a) = v(x)`` (a velocity does not move with the frame);
+    * permutations ``π`` that exchange only particles of equal type: ``v(π x) = π v(x)``;
+    * ``mean_free``: ``Σ_i v_i = 0``.
+
+    Each tolerance is ``atol + rtol · max|v|``. Switch off the symmetries a field does not have
+    (an :class:`~boltzflow.continuous.MLPField` is only translation invariant).
+
+    Args:
+        field: the vector field.
+        x: configurations ``[B, N, d]``.
+        t: times ``[B]``.
+        context: passed to the field unchanged (a permutation within types leaves it as is).
+        spatial_dim: ``d``; checked against ``x``.
+        types: type per particle ``[N]``; default ``context.atom_types`` or all identical.
+        seed: seed of the random group elements.
+
+    Example:
+        >>> assert_equivariant(EGNN(3), torch.randn(4, 5, 3), torch.rand(4))  # doctest: +SKIP
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must be [B, N, d], got {list(x.shape)}")
+    d = x.shape[-1]
+    if spatial_dim is not None and spatial_dim != d:
+        raise ValueError(f"spatial_dim={spatial_dim} but x has d={d}")
+    if types is None:
+        types = getattr(context, "atom_types", None)
+        types = torch.zeros(x.shape[1], dtype=torch.long) if types is None else types
+    types = types.reshape(-1, x.shape[1])[0].cpu()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        v = field(t, x, context)
+    assert v.shape == x.shape, f"field returned {list(v.shape)} for x of shape {list(x.shape)}"
+    tol = atol + rtol * float(v.abs().max())
+
+    def check(name: str, got: Tensor, want: Tensor) -> None:
+        err = float((got - want).abs().max())
+        assert err <= tol, f"field is not {name}: max deviation {err:.3g} > {tol:.3g}"
+
+    if mean_free:
+        check("mean-free", v.sum(dim=1), torch.zeros_like(v[:, 0]))
+    with torch.no_grad():
+        for _ in range(n_trials):
+            if rotations:
+                q = _random_orthogonal(d, proper=True, generator=gen, dtype=x.dtype).to(x.device)
+                check("rotation equivariant", field(t, x @ q, context), v @ q)
+            if reflections:
+                q = _random_orthogonal(d, proper=False, generator=gen, dtype=x.dtype).to(x.device)
+                check("reflection equivariant", field(t, x @ q, context), v @ q)
+            if translations:
+                a = 3.0 * torch.randn(x.shape[0], 1, d, generator=gen, dtype=x.dtype)
+                check("translation invariant", field(t, x + a.to(x.device), context), v)
+            if permutations:
+                perm = _random_type_permutation(types, gen).to(x.device)
+                check("permutation equivariant", field(t, x[:, perm], context), v[:, perm])

@@ -146,6 +146,7 @@ def plot_free_energy_profiles(
     path: str | Path,
     *,
     xlabel: str = "φ (rad)",
+    f_max: float = 15.0,
 ) -> Path:
     """Free-energy profiles (kT) as lines with ±1 standard-error bands, one per label.
 
@@ -153,6 +154,8 @@ def plot_free_energy_profiles(
         profiles: ``(label, Profile)`` each, e.g. MD vs reweighted model along φ.
         path: PNG to write (atomically).
         xlabel: label of the coordinate axis.
+        f_max: upper end of the free-energy axis (kT); a bin holding one reweighted sample of
+            negligible weight would otherwise stretch it to hundreds of kT.
     """
     if not profiles:
         raise ValueError("plot_free_energy_profiles needs at least one profile")
@@ -173,6 +176,7 @@ def plot_free_energy_profiles(
             alpha=0.25,
             linewidth=0,
         )
+    ax.set_ylim(top=f_max)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("free energy (kT)")
     ax.legend()

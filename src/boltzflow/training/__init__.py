@@ -17,3 +17,24 @@ __all__ = [
     "reverse_kl",
     "save_checkpoint",
 ]
+
+from .pairing import (  # noqa: E402
+    EquivariantOT,
+    IndependentPairing,
+    MinibatchOT,
+    Pairing,
+    align_pairs,
+    transport_cost,
+)
+from .paths import LinearPath, flow_matching_loss  # noqa: E402
+
+__all__ += [
+    "EquivariantOT",
+    "IndependentPairing",
+    "LinearPath",
+    "MinibatchOT",
+    "Pairing",
+    "align_pairs",
+    "flow_matching_loss",
+    "transport_cost",
+]

@@ -1,0 +1,164 @@
+"""Benchmark: the molecular Boltzmann generator on alanine dipeptide (``aldp-implicit``).
+
+1. MD reference (cached in ``OUT/md``, resumable): parallel tempering with 4 replicas at
+   300-600 K (geometric ladder, exchanges every 1 ps), a frame every 0.2 ps at 300 K, 100 ps of
+   equilibration; ``--ns`` ns of production (default 10: 50,000 frames).
+2. Training (``OUT/run``): the internal-coordinate spline flow, maximum likelihood on the MD
+   frames (the last ``n_test`` frames held out), then likelihood + reverse KL on the energy.
+3. 100,000 samples, reweighting, evaluation: ESS (and clipped), held-out NLL, fraction of valid
+   samples, ΔF(φ>0 − φ<0) reweighted vs MD (both with errors), energy-W2 and torus-W2 (raw and
+   reweighted), wall-clock of training and sampling; a Markdown table on stdout.
+
+    .venv/bin/python bench/aldp.py                  # see docs/benchmarks.md
+    .venv/bin/python bench/aldp.py --quick          # smoke run (a few minutes)
+
+The ΔF error bars: for the model, a bootstrap over the (weighted) samples; for MD, the bootstrap
+over frames treats correlated frames as independent, so the table also gives a block estimate
+(the spread of ΔF over ``--blocks`` contiguous blocks of the trajectory / √blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from boltzflow import pipeline, systems
+from boltzflow.analysis.dihedrals import ramachandran_angles
+from boltzflow.config import TrainConfig
+from boltzflow.data import Dataset
+from boltzflow.md import geometric_temperatures, simulate
+
+MD = {
+    "frame_interval_ps": 0.2,
+    "equilibration_ps": 100.0,
+    "exchange_interval_ps": 1.0,
+    "seed": 0,
+}
+REPLICAS, T_MAX = 4, 600.0
+
+CONFIG = {
+    "system": "aldp-implicit",
+    "n_layers": 8,
+    "hidden": [128, 128],
+    "n_bins": 8,
+    "bound": 5.0,
+    "steps": 8000,
+    "kl_start": 2500,
+    "w_nll": 1.0,
+    "w_kl": 1.0,
+    "u_high": 200.0,
+    "lr": 1e-3,
+    "batch_size": 256,
+    "kl_batch_size": 256,
+    "n_data": 100_000,
+    "n_test": 5000,
+    "n_samples": 100_000,
+    "checkpoint_every": 250,
+}
+
+
+def block_free_energy(phi: torch.Tensor, n_blocks: int) -> tuple[float, float]:
+    """ΔF(φ>0 − φ<0) in kT of the whole series and a block standard error."""
+
+    def df(p: torch.Tensor) -> float:
+        pos = float((p >= 0).double().mean())
+        return -math.log(pos / (1 - pos)) if 0 < pos < 1 else math.nan
+
+    blocks = [df(b) for b in phi.chunk(n_blocks)]
+    finite = torch.tensor([b for b in blocks if math.isfinite(b)], dtype=torch.float64)
+    err = float(finite.std() / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
+    if len(finite) < n_blocks:  # a block without φ > 0 frames: ΔF of it is +∞
+        err = math.inf
+    return df(phi), err
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ns", type=float, default=10.0, help="MD production length (ns)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-aldp"))
+    parser.add_argument("--steps", type=int, default=None, help="override training steps")
+    parser.add_argument("--kl-start", type=int, default=None, help="override kl_start")
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--blocks", type=int, default=10, help="blocks for the MD ΔF error")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="short MD and training")
+    parser.add_argument("--config", type=str, default="", help="JSON dict of config overrides")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = json.loads(args.config) if args.config else {}
+    if args.quick:
+        args.ns, args.samples = 0.2, 10_000
+        overrides = {"steps": 200, "kl_start": 100, "n_test": 200, **overrides}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.kl_start is not None:
+        overrides["kl_start"] = args.kl_start
+
+    system = systems.get("aldp-implicit")
+    md_dir = args.out / ("md-quick" if args.quick else "md")
+    ladder = geometric_temperatures(system.temperature, T_MAX, REPLICAS)
+    t0 = time.perf_counter()
+    dataset = simulate(system, md_dir, ns=args.ns, replicas=ladder, progress=False, **MD)
+    t_md = time.perf_counter() - t0
+    print(f"MD: {len(dataset)} frames in {md_dir} ({t_md:.0f} s this session)", flush=True)
+
+    cfg = TrainConfig.from_dict({**CONFIG, "data": str(md_dir), "n_samples": args.samples,
+                                 **overrides})
+    run_dir = args.out / ("run-quick" if args.quick else "run")
+    t0 = time.perf_counter()
+    run = pipeline.train(cfg, run_dir, progress=False)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pipeline.sample(run, args.samples, progress=False)
+    t_sample = time.perf_counter() - t0
+    m = pipeline.evaluate(run, plots=True)
+    log = (run_dir / "train_log.csv").read_text().splitlines()
+    train_seconds = float(log[-1].split(",")[-1]) if len(log) > 1 else t_train
+
+    phi_md, _ = ramachandran_angles(system, Dataset.load(md_dir).positions.to(torch.float64))
+    df_md, df_md_block = block_free_energy(phi_md, args.blocks)
+    m.update(t_train=t_train, t_train_log=train_seconds, t_sample=t_sample, md_frames=len(dataset),
+             dF_phi_md_block_stderr=df_md_block, md_fraction_phi_pos=float((phi_md >= 0).double().mean()))
+    (run_dir / "bench.json").write_text(json.dumps(m, indent=2) + "\n")
+    print(json.dumps(m), flush=True)
+
+    def pm(key: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.2f} ± {m.get(key + '_stderr', math.nan):.2f}"
+
+    rows = [
+        ("MD reference", f"{args.ns:g} ns PT ({REPLICAS} replicas 300-{T_MAX:g} K), "
+         f"{len(dataset)} frames every {MD['frame_interval_ps']} ps, φ>0 fraction "
+         f"{m['md_fraction_phi_pos']:.2%}"),
+        ("training", f"{cfg.n_layers} layers × {cfg.hidden}, {cfg.n_bins} bins; {cfg.steps} steps "
+         f"(NLL, + {cfg.w_kl:g}·KL from step {cfg.kl_start}); {t_train:.0f} s"),
+        ("samples", f"{m['n_samples']:,}; sampling + energies {t_sample:.0f} s"),
+        ("valid samples", f"{m['fraction_valid']:.2%}"),
+        ("ESS (Kish)", f"{m['ess']:.2%}"),
+        (f"ESS, clipped ({cfg.clip_fraction:.1%} largest weights)", f"{m['ess_clipped']:.2%}"),
+        ("NLL, held-out MD frames (nats)", f"{m['nll']:.2f}"),
+        ("ΔF(φ>0 − φ<0), reweighted model (kT)", pm("dF_phi_reweighted")),
+        ("ΔF(φ>0 − φ<0), raw model (kT)", pm("dF_phi_model")),
+        ("ΔF(φ>0 − φ<0), MD (kT; bootstrap / block error)",
+         f"{m['dF_phi_md']:.2f} ± {m['dF_phi_md_stderr']:.2f} / ± {df_md_block:.2f}"),
+        ("energy W2 vs MD, raw / reweighted (kT)",
+         f"{m.get('energy_w2_model', math.nan):.3f} / {m.get('energy_w2_reweighted', math.nan):.3f}"),
+        ("torus W2 (φ, ψ) vs MD, raw / reweighted (rad)",
+         f"{m.get('torus_w2_model', math.nan):.3f} / {m.get('torus_w2_reweighted', math.nan):.3f}"),
+    ]
+    print()
+    print("| quantity | value |")
+    print("|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    print()
+    print("figures: " + ", ".join(str(p) for p in sorted(run_dir.glob("*.png"))))
+
+
+if __name__ == "__main__":
+    main()

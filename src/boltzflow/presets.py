@@ -1,0 +1,122 @@
+"""Named settings for the molecular demo: MD reference + training config, quick or quality.
+
+A :class:`Preset` pairs the MD that makes the reference data (``boltzflow simulate`` settings,
+parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited) with the
+:class:`~boltzflow.config.TrainConfig` overrides of the internal-coordinate Boltzmann generator.
+
+* :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: about 15 minutes on 2 CPU cores.
+* :data:`QUALITY_ALDP` — ``boltzflow demo --quality``: more MD, a bigger flow and longer
+  training (about an hour on 2 CPU cores).
+
+Example:
+    >>> from boltzflow.presets import QUICK_ALDP
+    >>> QUICK_ALDP.config(data="runs/demo/md").system
+    'aldp-implicit'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TrainConfig
+
+__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """MD and training settings of a molecular demo run.
+
+    Attributes:
+        name: short name, shown in the demo's output.
+        system: system id (see ``boltzflow systems``).
+        md: keyword arguments of :func:`boltzflow.md.simulate` (``ns``, ``frame_interval_ps``,
+            ``equilibration_ps``, ``seed``, ...) plus ``replicas`` (number of parallel-tempering
+            replicas, a geometric ladder from the system temperature) and ``t_max`` (kelvin).
+        train: :class:`~boltzflow.config.TrainConfig` overrides.
+    """
+
+    name: str
+    system: str
+    md: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        """The validated :class:`TrainConfig`: ``system``, then ``train``, then ``overrides``."""
+        return TrainConfig.from_dict(
+            {"system": self.system, **self.train, **overrides}, source=f"preset {self.name!r}"
+        )
+
+    def replace(self, *, md: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+                **changes: Any) -> Preset:
+        """A copy with ``md`` / ``train`` entries updated (merged) and other fields replaced."""
+        return dataclasses.replace(
+            self, md={**self.md, **(md or {})}, train={**self.train, **(train or {})}, **changes
+        )
+
+
+#: ``boltzflow demo``: 1 ns of parallel tempering (4 replicas, 300-600 K, a frame every 0.1 ps:
+#: 10,000 frames at 300 K) and a 6-layer spline flow trained by maximum likelihood for 1,500
+#: steps, then by likelihood + reverse KL for 1,500 more; about 10-15 minutes on 2 CPU cores.
+QUICK_ALDP = Preset(
+    name="quick",
+    system="aldp-implicit",
+    md={
+        "ns": 1.0,
+        "replicas": 4,
+        "t_max": 600.0,
+        "frame_interval_ps": 0.1,
+        "equilibration_ps": 20.0,
+        "seed": 0,
+    },
+    train={
+        "n_layers": 6,
+        "hidden": [64, 64],
+        "n_bins": 8,
+        "steps": 3000,
+        "kl_start": 1500,
+        "w_nll": 1.0,
+        "w_kl": 1.0,
+        "u_high": 200.0,
+        "lr": 1e-3,
+        "batch_size": 256,
+        "kl_batch_size": 256,
+        "n_data": 20000,
+        "n_test": 1000,
+        "n_samples": 20000,
+        "checkpoint_every": 250,
+    },
+)
+
+#: ``boltzflow demo --quality``: 5 ns of parallel tempering (25,000 frames) and a larger flow
+#: trained longer; about an hour on 2 CPU cores.
+QUALITY_ALDP = Preset(
+    name="quality",
+    system="aldp-implicit",
+    md={
+        "ns": 5.0,
+        "replicas": 4,
+        "t_max": 600.0,
+        "frame_interval_ps": 0.2,
+        "equilibration_ps": 100.0,
+        "seed": 0,
+    },
+    train={
+        "n_layers": 8,
+        "hidden": [128, 128],
+        "n_bins": 8,
+        "steps": 8000,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "w_nll": 1.0,
+        "w_kl": 0.0,
+        "n_data": 100000,
+        "n_test": 2500,
+        "n_samples": 100000,
+    },
+)
+
+#: Presets by name.
+PRESETS: dict[str, Preset] = {p.name: p for p in (QUICK_ALDP, QUALITY_ALDP)}
