@@ -69,6 +69,7 @@ FIELDS = {
         ParticleContext(TYPES, 4),
     ),
     "mlp-particles": lambda: (MLPField((4, 2), hidden=(32, 32)), _x(6, 4, 2), None),
+    "mlp-flat": lambda: (MLPField((3,), hidden=(16, 16)), torch.randn(5, 3), None),
 }
 
 
@@ -107,7 +108,7 @@ def test_egnn_checks_its_inputs():
 @pytest.mark.parametrize("name", sorted(FIELDS))
 def test_gradients_reach_every_parameter(name):
     field, x, context = FIELDS[name]()
-    x1 = _x(len(x), *x.shape[1:])
+    x1 = torch.randn_like(x)
 
     def loss(f: nn.Module) -> Tensor:
         return flow_matching_loss(f, x, x1, torch.rand(len(x)), context)

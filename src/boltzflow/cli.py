@@ -215,7 +215,7 @@ def demo_cmd(
         "(e.g. double-well: reference samples built in).",
     ),
     quality: bool = typer.Option(
-        False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, ~1 h)."
+        False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, 30-45 min)."
     ),
     steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
     ns: float | None = typer.Option(None, "--ns", hidden=True, help="MD length (ns), for tests."),

@@ -6,7 +6,7 @@ parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited
 
 * :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: about 15 minutes on 2 CPU cores.
 * :data:`QUALITY_ALDP` — ``boltzflow demo --quality``: more MD, a bigger flow and longer
-  training (about an hour on 2 CPU cores).
+  training (30-45 minutes on 2 CPU cores).
 
 Example:
     >>> from boltzflow.presets import QUICK_ALDP
@@ -90,8 +90,9 @@ QUICK_ALDP = Preset(
     },
 )
 
-#: ``boltzflow demo --quality``: 5 ns of parallel tempering (25,000 frames) and a larger flow
-#: trained longer; about an hour on 2 CPU cores.
+#: ``boltzflow demo --quality``: 5 ns of parallel tempering (25,000 frames) and the benchmark's
+#: flow (8 layers × 128, 6,000 steps: maximum likelihood, then + reverse KL from step 3,000,
+#: see ``bench/aldp.py``); 100,000 samples; 30-45 minutes on 2 CPU cores.
 QUALITY_ALDP = Preset(
     name="quality",
     system="aldp-implicit",
@@ -107,14 +108,18 @@ QUALITY_ALDP = Preset(
         "n_layers": 8,
         "hidden": [128, 128],
         "n_bins": 8,
-        "steps": 8000,
-        "batch_size": 256,
-        "lr": 1e-3,
+        "steps": 6000,
+        "kl_start": 3000,
         "w_nll": 1.0,
-        "w_kl": 0.0,
+        "w_kl": 1.0,
+        "u_high": 200.0,
+        "lr": 1e-3,
+        "batch_size": 256,
+        "kl_batch_size": 256,
         "n_data": 100000,
         "n_test": 2500,
         "n_samples": 100000,
+        "checkpoint_every": 250,
     },
 )
 

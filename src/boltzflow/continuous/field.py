@@ -12,7 +12,7 @@ from torch import Tensor, nn
 __all__ = ["ParticleContext", "VectorField", "atom_types_from_topology", "time_features"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParticleContext:
     """What a field needs to know about the particles besides their positions.
 

@@ -117,7 +117,7 @@ def _type_groups(types: Tensor | None, n: int) -> list[np.ndarray]:
     return [g for g in groups if len(g) > 1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EquivariantOT(Pairing):
     """Equivariant minibatch OT (Klein, Krämer, Noé, NeurIPS 2023; Song et al., 2023).
 
