@@ -13,10 +13,10 @@ from torch import Tensor
 
 import boltzflow as bf
 from boltzflow import Flow, testing
+from boltzflow.analysis.validity import validity
 from boltzflow.config import TrainConfig
 from boltzflow.distributions import ProductBase
 from boltzflow.errors import ConfigError
-from boltzflow.analysis.validity import validity
 from boltzflow.molecular_flow import (
     build_molecular_flow,
     fit_ic_normalization,

@@ -222,10 +222,9 @@ def demo_cmd(
     n_samples: int | None = typer.Option(None, "--n-samples", hidden=True, help="For tests."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """The main job: MD reference, train, sample, reweight, report (about 15 min on 2 cores)."""
-    import time
-
+    """The main job: MD reference, train, sample, reweight, report (about 8 min on 2 cores)."""
     import os
+    import time
 
     import torch
 

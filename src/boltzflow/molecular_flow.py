@@ -53,7 +53,7 @@ def rigid_torsions(ic: InternalCoordinates, topology: Any) -> Tensor:
     """
     bonded = {frozenset((a.index, b.index)) for a, b in topology.bonds}
     rows = ic.zmatrix.internal.tolist()
-    return torch.tensor([frozenset((j, l)) in bonded for _, j, _, l in rows], dtype=torch.bool)
+    return torch.tensor([frozenset((j, t)) in bonded for _, j, _, t in rows], dtype=torch.bool)
 
 
 def _wrap(angle: Tensor) -> Tensor:
