@@ -112,8 +112,12 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     with open(tmp_path / "b" / "train_log.csv") as f:
-        steps = [int(r["step"]) for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
     assert steps == list(range(1, 21)), "log must hold each step once after a resume"
+    times = [float(r["time"]) for r in rows]
+    assert times == sorted(times), "the logged training time must count on across a resume"
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["elapsed"] >= times[9]
 
 
 def test_checkpoint_is_atomic_and_versioned(tmp_path):

@@ -123,7 +123,8 @@ def fit(
     checkpoint and the log.
 
     Returns:
-        The logged rows (``step``, ``loss``, parts, ``lr``, ``grad_norm``, ``time``) of this call.
+        The logged rows (``step``, ``loss``, parts, ``lr``, ``grad_norm``, ``time``) of this call;
+        ``time`` is the training wall-clock in seconds, summed over resumed calls.
 
     Raises:
         TrainingDiverged: the loss or gradient norm became NaN/inf; nothing is written for the
@@ -147,7 +148,7 @@ def fit(
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out, CHECKPOINT_NAME)  # left by a kill mid-write
 
-    start = 0
+    start, elapsed = 0, 0.0
     if ckpt_path is not None and resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
@@ -155,6 +156,7 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+        elapsed = float(state.get("elapsed", 0.0))
         if w.is_main:
             _rewrite_log(log_path, start)
 
@@ -169,6 +171,7 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
+                "elapsed": time.perf_counter() - t0,  # training seconds, summed over resumes
                 "metadata": metadata or {},
             },
         )
@@ -176,7 +179,7 @@ def fit(
     rows: list[dict[str, float]] = []
     writer = log_file = None
     bar = _progress(progress and w.is_main, total=steps, completed=start)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - elapsed  # the log's ``time`` counts on across resumes
     try:
         model.train()
         for step in range(start, steps):
