@@ -1,5 +1,7 @@
 """Benchmark: the molecular Boltzmann generator on alanine dipeptide (``aldp-implicit``).
 
+The settings are ``boltzflow.presets.QUALITY_ALDP`` (= ``boltzflow demo --quality``).
+
 1. MD reference (cached in ``OUT/md``, resumable): parallel tempering with 4 replicas at
    300-600 K (geometric ladder, exchanges every 1 ps), a frame every 0.05 ps at 300 K, 100 ps of
    equilibration; ``--ns`` ns of production (default 10: 200,000 frames). Frequent frames matter:
@@ -33,34 +35,11 @@ from boltzflow.analysis.dihedrals import ramachandran_angles
 from boltzflow.config import TrainConfig
 from boltzflow.data import Dataset
 from boltzflow.md import geometric_temperatures, simulate
+from boltzflow.presets import QUALITY_ALDP
 
-MD = {
-    "frame_interval_ps": 0.05,
-    "equilibration_ps": 100.0,
-    "exchange_interval_ps": 1.0,
-    "seed": 0,
-}
-REPLICAS, T_MAX = 4, 600.0
-
-CONFIG = {
-    "system": "aldp-implicit",
-    "n_layers": 8,
-    "hidden": [128, 128],
-    "n_bins": 8,
-    "bound": 5.0,
-    "steps": 6000,
-    "kl_start": 3000,
-    "w_nll": 1.0,
-    "w_kl": 1.0,
-    "u_high": 200.0,
-    "lr": 1e-3,
-    "batch_size": 256,
-    "kl_batch_size": 256,
-    "n_data": 200_000,
-    "n_test": 10_000,
-    "n_samples": 100_000,
-    "checkpoint_every": 250,
-}
+MD = {k: v for k, v in QUALITY_ALDP.md.items() if k not in ("ns", "replicas", "t_max")}
+REPLICAS, T_MAX = QUALITY_ALDP.md["replicas"], QUALITY_ALDP.md["t_max"]
+CONFIG = {"system": QUALITY_ALDP.system, **QUALITY_ALDP.train}
 
 
 def block_free_energy(phi: torch.Tensor, n_blocks: int) -> tuple[float, float]:
@@ -80,7 +59,8 @@ def block_free_energy(phi: torch.Tensor, n_blocks: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ns", type=float, default=10.0, help="MD production length (ns)")
+    parser.add_argument("--ns", type=float, default=QUALITY_ALDP.md["ns"],
+                        help="MD production length (ns)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-aldp"))
     parser.add_argument("--steps", type=int, default=None, help="override training steps")
     parser.add_argument("--kl-start", type=int, default=None, help="override kl_start")

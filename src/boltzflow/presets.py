@@ -4,9 +4,9 @@ A :class:`Preset` pairs the MD that makes the reference data (``boltzflow simula
 parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited) with the
 :class:`~boltzflow.config.TrainConfig` overrides of the internal-coordinate Boltzmann generator.
 
-* :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: about 8 minutes on 2 CPU cores.
-* :data:`QUALITY_ALDP` — ``boltzflow demo --quality``: more MD, a bigger flow and longer
-  training (30-45 minutes on 2 CPU cores).
+* :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: 8-12 minutes on 2 CPU cores.
+* :data:`QUALITY_ALDP` — ``boltzflow demo --quality`` and ``bench/aldp.py``: more MD, a bigger
+  flow and longer training (about 40 minutes on 2 CPU cores).
 
 Example:
     >>> from boltzflow.presets import QUICK_ALDP
@@ -59,8 +59,8 @@ class Preset:
 
 #: ``boltzflow demo``: 2 ns of parallel tempering (4 replicas, 300-600 K, a frame every 0.05 ps:
 #: 40,000 frames at 300 K) and a 6-layer spline flow trained by maximum likelihood for 1,500
-#: steps, then by likelihood + reverse KL for 1,500 more; 7.6 minutes on 2 CPU cores (measured:
-#: MD 202 s, training 247 s) for ESS ~20 % on 20,000 samples.
+#: steps, then by likelihood + reverse KL for 1,500 more. Measured on 2 loaded CPU cores: 12 min
+#: (MD 315 s, training 388 s), ESS 20.6 % on 20,000 samples.
 QUICK_ALDP = Preset(
     name="quick",
     system="aldp-implicit",
@@ -91,18 +91,20 @@ QUICK_ALDP = Preset(
     },
 )
 
-#: ``boltzflow demo --quality``: 5 ns of parallel tempering (25,000 frames) and the benchmark's
-#: flow (8 layers × 128, 6,000 steps: maximum likelihood, then + reverse KL from step 3,000,
-#: see ``bench/aldp.py``); 100,000 samples; 30-45 minutes on 2 CPU cores.
+#: ``boltzflow demo --quality`` and ``bench/aldp.py``: 10 ns of parallel tempering (a frame every
+#: 0.05 ps: 200,000 frames; ~18 min), an 8-layer × 128 spline flow trained for 6,000 steps
+#: (maximum likelihood, then + reverse KL from step 3,000; ~19 min); 100,000 samples. Measured
+#: in docs/benchmarks.md: ESS 41 %, ΔF(φ) within 0.03 kT of the MD reference.
 QUALITY_ALDP = Preset(
     name="quality",
     system="aldp-implicit",
     md={
-        "ns": 5.0,
+        "ns": 10.0,
         "replicas": 4,
         "t_max": 600.0,
-        "frame_interval_ps": 0.2,
+        "frame_interval_ps": 0.05,
         "equilibration_ps": 100.0,
+        "exchange_interval_ps": 1.0,
         "seed": 0,
     },
     train={
@@ -117,8 +119,8 @@ QUALITY_ALDP = Preset(
         "lr": 1e-3,
         "batch_size": 256,
         "kl_batch_size": 256,
-        "n_data": 100000,
-        "n_test": 2500,
+        "n_data": 200000,
+        "n_test": 10000,
         "n_samples": 100000,
         "checkpoint_every": 250,
     },
