@@ -18,7 +18,7 @@ from boltzflow.systems import MolecularSystem, from_pdb, from_sequence
 from boltzflow.systems.molecules import AMINO_ACIDS
 
 openmm = pytest.importorskip("openmm")
-from openmm import app, unit
+from openmm import app, unit  # noqa: E402  (after importorskip)
 
 
 def openmm_kj(system, x: np.ndarray) -> float:

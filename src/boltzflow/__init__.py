@@ -8,7 +8,17 @@ Example:
 
 from __future__ import annotations
 
-from . import analysis, distributions, energies, sampling, systems, testing, training, transforms
+from . import (
+    analysis,
+    continuous,
+    distributions,
+    energies,
+    sampling,
+    systems,
+    testing,
+    training,
+    transforms,
+)
 from .conventions import kT
 from .distributions import Boltzmann, Distribution, MeanFreeNormal, StandardNormal
 from .energies import Energy
@@ -28,6 +38,7 @@ __all__ = [
     "MeanFreeNormal",
     "StandardNormal",
     "analysis",
+    "continuous",
     "distributions",
     "energies",
     "kT",

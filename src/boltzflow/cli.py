@@ -67,6 +67,15 @@ def train_cmd(
         None, "--system", "-s", help="System id (see `boltzflow systems`) or a PDB file."
     ),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML or YAML config file."),
+    model: str | None = typer.Option(
+        None, "--model", "-m",
+        help="spline or affine (coupling flow), cnf (equivariant CNF, flow matching); "
+        "overrides config. tbg: transferable Boltzmann generator over a --dataset of dipeptides "
+        "(--config then holds tbg keys, see docs/transferable.md).",
+    ),
+    dataset: Path | None = typer.Option(
+        None, "--dataset", help="Dipeptide dataset (`boltzflow dataset dipeptides`), for --model tbg."
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="MD dataset (from `boltzflow simulate`) for molecules."
     ),
@@ -84,7 +93,19 @@ def train_cmd(
     from .config import TrainConfig, read_config_file
 
     _threads()
+    if model == "tbg":
+        from .transferable.commands import train_command
+
+        train_command(
+            dataset=dataset, config=config, out=out, steps=steps, seed=seed, device=device,
+            progress=progress, echo=typer.echo,
+        )
+        return
+    if dataset is not None:
+        raise BoltzflowError("--dataset is for --model tbg; a single molecule's MD goes in --data")
     values = read_config_file(config) if config is not None else {}
+    if model is not None:  # before validation: the model decides defaults (w_kl is 0 for cnf)
+        values = {**values, "model": model}
     cfg = TrainConfig.from_dict(values, source=str(config) if config else "config")
     cfg = cfg.replace(
         system=system, steps=steps, seed=seed, device=device, forcefield=forcefield,
@@ -100,16 +121,46 @@ def train_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    run: Path = typer.Option(..., "--run", "-r", help="Run directory written by `train`."),
+    run: Path | None = typer.Option(None, "--run", "-r", help="Run directory written by `train`."),
     n: int = typer.Option(10_000, "-n", "--n-samples", help="Number of samples.", min=1),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Transferable BG checkpoint (--model tbg) instead of --run."
+    ),
+    system: str | None = typer.Option(None, "--system", "-s", help="With --checkpoint: e.g. dipeptide:NY."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="With --checkpoint: output directory."),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="With --checkpoint: MD (dataset or dipeptide dataset) to compare with."
+    ),
+    device: str | None = typer.Option(None, "--device", help="With --checkpoint: cpu or cuda."),
+    solver: str | None = typer.Option(
+        None, "--solver", help="With --checkpoint: rk4, dopri5 or gauss-legendre [the model's]."
+    ),
+    solver_steps: int | None = typer.Option(
+        None, "--solver-steps", min=1, help="With --checkpoint: RK4 steps [the model's]."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Draw samples with log_q, energies and importance weights into RUN/samples.npz."""
+    """Draw samples with log_q, energies and importance weights into RUN/samples.npz.
+
+    With --checkpoint (transferable BG): zero-shot samples of --system with exact log_q, the
+    mirror fix, validity, analysis and report.md, all in --out.
+    """
     from . import pipeline
     from .sampling import effective_sample_size
 
     _threads()
+    if checkpoint is not None:
+        from .transferable.commands import sample_command
+
+        sample_command(
+            checkpoint=checkpoint, system=system, n=n, out=out, reference=reference, seed=seed,
+            device=device, solver=solver, solver_steps=solver_steps, progress=progress,
+            echo=typer.echo,
+        )
+        return
+    if run is None:
+        raise BoltzflowError("give --run RUN (or --checkpoint CKPT --system ID for a tbg model)")
     loaded = pipeline.load_run(run)
     samples = pipeline.sample(loaded, n, seed=seed, progress=progress)
     ess = effective_sample_size(samples.log_w)
@@ -119,13 +170,46 @@ def sample_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run: Path = typer.Option(..., "--run", "-r", help="Run directory written by `train`."),
+    run: Path | None = typer.Option(None, "--run", "-r", help="Run directory written by `train`."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures and report.md."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Transferable BG checkpoint: evaluate over a --dataset split."
+    ),
+    dataset: Path | None = typer.Option(None, "--dataset", help="With --checkpoint: dipeptide dataset."),
+    split: str = typer.Option("test", "--split", help="With --checkpoint: test, train or all."),
+    n_samples: int = typer.Option(
+        1000, "--n-samples", "-n", min=1, help="With --checkpoint: samples per peptide."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="With --checkpoint: output directory."),
+    seed: int | None = typer.Option(None, "--seed", help="With --checkpoint: sampling seed."),
+    device: str | None = typer.Option(None, "--device", help="With --checkpoint: cpu or cuda."),
+    solver: str | None = typer.Option(
+        None, "--solver", help="With --checkpoint: rk4, dopri5 or gauss-legendre [the model's]."
+    ),
+    solver_steps: int | None = typer.Option(
+        None, "--solver-steps", min=1, help="With --checkpoint: RK4 steps [the model's]."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Compute metrics (ESS, clipped ESS, NLL, ΔF) and write metrics.json, figures, report.md."""
+    """Compute metrics (ESS, clipped ESS, NLL, ΔF) and write metrics.json, figures, report.md.
+
+    With --checkpoint (transferable BG): sample every peptide of --split zero-shot and write a
+    per-peptide table (ESS, valid %, E-W2, T-W2, ΔF vs MD), means and a Ramachandran grid.
+    """
     from . import pipeline
 
     _threads()
+    if checkpoint is not None:
+        from .transferable.commands import evaluate_command
+
+        evaluate_command(
+            checkpoint=checkpoint, dataset=dataset, split=split, n_samples=n_samples, out=out,
+            seed=seed, device=device, solver=solver, solver_steps=solver_steps, plots=plots,
+            progress=progress, echo=typer.echo,
+        )
+        return
+    if run is None:
+        raise BoltzflowError("give --run RUN (or --checkpoint CKPT --dataset DIR for a tbg model)")
     metrics = pipeline.evaluate(pipeline.load_run(run), plots=plots)
     typer.echo(json.dumps(metrics, indent=2))
     if plots:
@@ -202,6 +286,87 @@ def info_cmd(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> 
     typer.echo(info(dataset))
 
 
+dataset_app = typer.Typer(
+    no_args_is_help=True, help="Build and inspect multi-molecule datasets (dipeptides)."
+)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("dipeptides")
+def dataset_dipeptides_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset directory (one MD dataset per peptide)."),
+    sequences: str | None = typer.Option(None, "--sequences", help="Comma-separated, e.g. AC,KI,NY."),
+    all_: bool = typer.Option(False, "--all", help="All 400 dipeptides of the 20 amino acids."),
+    split: str | None = typer.Option(None, "--split", help="train or test (see docs/dipeptides.md)."),
+    ns: float = typer.Option(0.5, "--ns", help="Production MD per peptide (ns)."),
+    frame_interval_ps: float = typer.Option(1.0, "--frame-interval-ps", help="Frame spacing (ps)."),
+    timestep_fs: float = typer.Option(1.0, "--timestep-fs", help="Integration time step (fs)."),
+    equilibration_ps: float = typer.Option(100.0, "--equilibration-ps", help="Equilibration (ps)."),
+    replicas: int = typer.Option(1, "--replicas", help="1: plain MD; n >= 2: parallel tempering."),
+    t_max: float = typer.Option(600.0, "--t-max", help="Highest replica temperature (K)."),
+    exchange_interval_ps: float = typer.Option(1.0, "--exchange-interval-ps"),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes (per torchrun rank)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; each peptide's seed depends on it and XY."),
+    platform: str = typer.Option("Reference", "--platform", help="OpenMM platform."),
+    frames_per_chunk: int = typer.Option(1000, "--frames-per-chunk", help="Frames per chunk file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """MD of many dipeptides (resumable; shards over --workers and torchrun ranks) + index.json."""
+    import os
+
+    from .data import dipeptides as dp
+
+    chosen = [name for name, given in [("--sequences", sequences), ("--all", all_),
+                                       ("--split", split)] if given]
+    if len(chosen) != 1:
+        raise BoltzflowError(f"give exactly one of --sequences, --all or --split (got "
+                             f"{', '.join(chosen) or 'none'})")
+    if split is not None and split not in ("train", "test"):
+        raise BoltzflowError(f"--split must be train or test, got {split!r}")
+    if sequences is not None:
+        seqs: list[str] | tuple[str, ...] = dp.normalize_sequences(sequences)
+    elif all_:
+        seqs = dp.all_sequences()
+    else:
+        seqs = dp.TEST_SEQUENCES if split == "test" else dp.default_train_sequences()
+    try:
+        index = dp.build_dipeptide_dataset(
+            out, seqs, ns=ns, frame_interval_ps=frame_interval_ps, timestep_fs=timestep_fs,
+            equilibration_ps=equilibration_ps, replicas=replicas, t_max=t_max,
+            exchange_interval_ps=exchange_interval_ps, workers=workers, seed=seed,
+            platform=platform, frames_per_chunk=frames_per_chunk, progress=progress,
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; finished peptides are kept in {out} — rerun the same command "
+                   "to resume", err=True)
+        raise typer.Exit(130) from None
+    if os.environ.get("RANK", "0") == "0":
+        n_test = len(index.sequences("test"))
+        typer.echo(f"{len(index)} peptides ({len(index) - n_test} train, {n_test} test) → "
+                   f"{Path(out) / dp.INDEX_NAME}")
+
+
+@dataset_app.command("info")
+def dataset_info_cmd(directory: Path = typer.Argument(..., help="Dipeptide dataset directory.")) -> None:
+    """List the peptides of a dipeptide dataset: sequence, split, atoms, frames."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .data.dipeptides import load_index
+
+    index = load_index(directory)
+    md = index.md
+    n_test = len(index.sequences("test"))
+    typer.echo(f"{index.root}: {len(index)} peptides ({len(index) - n_test} train, {n_test} "
+               f"test); MD {md.get('ns')} ns per peptide, a frame every "
+               f"{md.get('frame_interval_ps')} ps, replicas {md.get('replicas')}, seed "
+               f"{md.get('seed')}")
+    table = Table("sequence", "split", "atoms", "frames")
+    for p in index.peptides:
+        table.add_row(p.sequence, p.split, str(p.n_atoms), str(p.n_frames))
+    Console().print(table)
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path | None = typer.Option(
@@ -215,14 +380,14 @@ def demo_cmd(
         "(e.g. double-well: reference samples built in).",
     ),
     quality: bool = typer.Option(
-        False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, 30-45 min)."
+        False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, about 40 min)."
     ),
     steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
     ns: float | None = typer.Option(None, "--ns", hidden=True, help="MD length (ns), for tests."),
     n_samples: int | None = typer.Option(None, "--n-samples", hidden=True, help="For tests."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """The main job: MD reference, train, sample, reweight, report (about 8 min on 2 cores)."""
+    """The main job: MD reference, train, sample, reweight, report (8-12 min on 2 cores)."""
     import os
     import time
 

@@ -16,7 +16,13 @@ import tomllib
 
 from .errors import ConfigError
 
-MODELS = ("spline", "affine")
+MODELS = ("spline", "affine", "cnf")
+#: Models trained by flow matching (data only) rather than by likelihood and reverse KL.
+CNF_MODELS = ("cnf",)
+PAIRINGS = ("auto", "equivariant-ot", "ot", "independent")
+SOLVERS = ("rk4", "dopri5", "midpoint", "euler")
+DIVERGENCES = ("exact", "hutchinson")
+AMPS = ("bf16", "none")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -39,10 +45,12 @@ class TrainConfig:
         temperature: temperature (K) for a PDB system; 0 for named systems.
         data: reference dataset directory (from ``boltzflow simulate``) for molecules; toys
             draw their own reference samples.
-        model: coupling layer type, ``spline`` (rational-quadratic) or ``affine`` (RealNVP).
-        n_layers: number of coupling layers.
-        hidden: hidden layer widths of each conditioner MLP.
-        n_bins: spline bins.
+        model: ``spline`` (rational-quadratic) or ``affine`` (RealNVP) coupling flow, or ``cnf``:
+            a continuous normalizing flow trained by flow matching (EGNN field for particle
+            systems and molecules, MLP field for other toys; see ``docs/cnf.md``).
+        n_layers: number of coupling layers (coupling flows only).
+        hidden: hidden layer widths of each conditioner MLP (coupling flows only).
+        n_bins: spline bins (coupling flows only).
         bound: spline interval ``[-bound, bound]`` in the normalized latent space.
         steps: optimizer steps.
         batch_size: data samples per step for the likelihood term.
@@ -52,7 +60,8 @@ class TrainConfig:
         warmup: linear warm-up steps.
         clip_grad: gradient-norm clipping threshold.
         w_nll: weight of maximum likelihood on reference data.
-        w_kl: weight of the reverse KL on the energy.
+        w_kl: weight of the reverse KL on the energy; default 1 for coupling flows, 0 for
+            ``cnf`` (which supports no reverse KL).
         kl_start: first step of the reverse-KL term; before it, likelihood only (the usual
             recipe: fit the data first, then refine on the energy).
         u_high: energies above this (kT) are softened logarithmically in the KL term.
@@ -64,6 +73,24 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         device: ``cpu`` or ``cuda``.
         dtype: ``float32`` or ``float64``.
+        cnf_hidden: width of the CNF's vector field (EGNN features / MLP hidden layers).
+        cnf_layers: EGNN layers (or MLP hidden layers) of the CNF's vector field.
+        pairing: flow-matching pairing of prior and data samples: ``equivariant-ot``
+            (permutation among identical atoms + rotation, then minibatch OT), ``ot``
+            (minibatch OT), ``independent``, or ``auto`` (equivariant OT for particle systems,
+            OT otherwise).
+        sigma: width of the linear conditional path (``σ_min``) in the field's units.
+        solver: ODE solver for sampling and likelihoods: ``rk4``, ``midpoint``, ``euler``
+            (fixed step) or ``dopri5`` (adaptive, rtol = atol = 1e-5).
+        solver_steps: steps of a fixed-step solver.
+        divergence: ``exact`` (trace over the mean-free basis) or ``hutchinson`` (one noisy
+            probe: fine for a mean NLL, biases importance weights).
+        amp: mixed precision of the flow-matching step: ``bf16`` (autocast to bfloat16) or
+            ``none``.
+        ode_batch_size: configurations per ODE solve when a CNF samples or computes
+            likelihoods (the exact divergence keeps one forward graph per solve in memory).
+        n_nll_cnf: at most this many held-out samples (evenly spaced) for a CNF's NLL; each
+            needs one ODE solve with the exact divergence.
     """
 
     system: str = "double-well"
@@ -84,7 +111,7 @@ class TrainConfig:
     warmup: int = 0
     clip_grad: float = 100.0
     w_nll: float = 1.0
-    w_kl: float = 1.0
+    w_kl: float | None = None
     kl_start: int = 0
     u_high: float = 1000.0
     n_data: int = 20000
@@ -95,17 +122,30 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "cpu"
     dtype: str = "float32"
+    cnf_hidden: int = 64
+    cnf_layers: int = 4
+    pairing: str = "auto"
+    sigma: float = 0.01
+    solver: str = "rk4"
+    solver_steps: int = 20
+    divergence: str = "exact"
+    amp: str = "bf16"
+    ode_batch_size: int = 256
+    n_nll_cnf: int = 1000
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Check types and ranges; raises :class:`ConfigError` naming the key."""
+        _check(isinstance(self.model, str), "model", "a string", self.model)
+        if self.w_kl is None:
+            self.w_kl = 0.0 if self.model in CNF_MODELS else 1.0
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "int":
                 _check(type(value) is int, f.name, "an integer", value)
-            elif f.type == "float":
+            elif f.type in ("float", "float | None"):  # w_kl: None was resolved above
                 _check(
                     isinstance(value, (int, float)) and not isinstance(value, bool),
                     f.name, "a number", value,
@@ -127,8 +167,13 @@ class TrainConfig:
         )
         _check(self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}", self.device)
         _check(self.dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", self.dtype)
+        for key, allowed in (("pairing", PAIRINGS), ("solver", SOLVERS),
+                             ("divergence", DIVERGENCES), ("amp", AMPS)):
+            value = getattr(self, key)
+            _check(value in allowed, key, f"one of {', '.join(allowed)}", value)
         for key in ("n_layers", "n_bins", "batch_size", "kl_batch_size", "n_samples",
-                    "checkpoint_every", "n_test", "n_data"):
+                    "checkpoint_every", "n_test", "n_data", "cnf_hidden", "cnf_layers",
+                    "solver_steps", "ode_batch_size", "n_nll_cnf"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         for key in ("steps", "warmup", "seed", "kl_start"):
             _check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
@@ -144,6 +189,23 @@ class TrainConfig:
         _check(
             0 <= self.clip_fraction < 1, "clip_fraction", "a number in [0, 1)", self.clip_fraction
         )
+        _check(self.sigma >= 0, "sigma", "a number >= 0", self.sigma)
+        _check(
+            self.model in CNF_MODELS or self.n_layers >= 2, "n_layers",
+            "an integer >= 2 for a coupling flow (each layer transforms half the coordinates)",
+            self.n_layers,
+        )
+        if self.model in CNF_MODELS:
+            _check(
+                self.w_kl == 0, "w_kl",
+                f"0 for model {self.model!r} (flow matching trains on data only; reverse KL is "
+                "not supported for a CNF)", self.w_kl,
+            )
+            _check(self.kl_start == 0, "kl_start", f"0 for model {self.model!r}", self.kl_start)
+            _check(
+                self.amp == "none" or self.dtype == "float32", "amp",
+                "'none' with dtype float64 (bf16 autocast is for float32 models)", self.amp,
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
@@ -162,8 +224,17 @@ class TrainConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (``None`` values are ignored), validated."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with ``changes`` applied (``None`` values are ignored), validated.
+
+        Changing ``model`` between a coupling flow and ``cnf`` also resets ``w_kl`` to the new
+        model's default when it held the old one's and is not among ``changes``.
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        model = changes.get("model", self.model)
+        if (model in CNF_MODELS) != (self.model in CNF_MODELS) and "w_kl" not in changes:
+            if self.w_kl == (0.0 if self.model in CNF_MODELS else 1.0):
+                changes["w_kl"] = 0.0 if model in CNF_MODELS else 1.0
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import systems
+from . import cnf_pipeline, systems
 from .analysis.free_energy import free_energy_difference, free_energy_difference_quadrature
 from .analysis.metrics import negative_log_likelihood
-from .config import TrainConfig, read_config_file
+from .config import CNF_MODELS, TrainConfig, read_config_file
 from .errors import BoltzflowError
 from .flow import Flow
 from .io import write_atomic, write_text_atomic
@@ -133,15 +133,24 @@ def reference_data(
     return split
 
 
+def is_cnf(config: TrainConfig) -> bool:
+    """Whether ``config`` trains a continuous flow (by flow matching) rather than couplings."""
+    return config.model in CNF_MODELS
+
+
 def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run:
     """Train a flow on ``config.system``; resumes if ``out`` holds the same run.
+
+    ``model: cnf`` trains a continuous flow by flow matching (:mod:`boltzflow.cnf_pipeline`);
+    the run directory, data, checkpoints and distributed training work alike.
 
     Raises:
         BoltzflowError: ``out`` holds a run with another configuration, or is not writable.
     """
     out = Path(out)
     w = distributed.init(config.device)
-    for key in ("batch_size", "kl_batch_size"):
+    batch_keys = ("batch_size",) if is_cnf(config) else ("batch_size", "kl_batch_size")
+    for key in batch_keys:
         if getattr(config, key) % w.size:
             raise BoltzflowError(
                 f"config key {key!r} ({getattr(config, key)}) must be divisible by the number of "
@@ -161,6 +170,12 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> Run
         if not w.is_main:
             data = reference_data(system, config, out / DATA_NAME)  # reads rank 0's file
     device, dtype = _device(config), _dtype(config)
+    if is_cnf(config):
+        flow = cnf_pipeline.train(
+            system, config, data["train"], out, device=device, dtype=dtype, progress=progress
+        )
+        distributed.barrier()
+        return Run(out, config, system, flow)
     flow = build_flow(system, config, data["train"] if data else None).to(device, dtype)
     energy = system.energy.to(device, dtype)
     train_x = data["train"].to(device, dtype) if data else None
@@ -218,16 +233,22 @@ def load_run(path: str | Path) -> Run:
     system = resolve_system(config)
     state = load_checkpoint(path / "checkpoint.pt")
     meta = state.get("metadata", {})
-    if meta.get("system") != system.id or meta.get("kind") != "coupling-flow":
+    kind, what = ("coupling-flow", "a coupling flow")
+    if is_cnf(config):
+        kind, what = cnf_pipeline.KIND, "a CNF"
+    if meta.get("system") != system.id or meta.get("kind") != kind:
         raise BoltzflowError(
             f"checkpoint in {path} is for {meta.get('kind')!r} on {meta.get('system')!r}, "
-            f"not a coupling flow on {system.id!r}"
+            f"not {what} on {system.id!r} as its config (model: {config.model}) says"
         )
-    flow = build_flow(system, config)
-    try:
-        flow.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise BoltzflowError(f"checkpoint in {path} does not match its config: {exc}") from exc
+    if is_cnf(config):
+        flow = cnf_pipeline.load_flow(system, config, state, path)
+    else:
+        flow = build_flow(system, config)
+        try:
+            flow.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise BoltzflowError(f"checkpoint in {path} does not match its config: {exc}") from exc
     flow = flow.to(_device(config), _dtype(config)).eval()
     return Run(path, config, system, flow)
 
@@ -247,7 +268,7 @@ def sample(run: Run, n: int, *, seed: int | None = None, progress: bool = True) 
     t0 = time.perf_counter()
     try:
         samples = draw(
-            run.flow, energy, n_local,
+            run.flow, energy, n_local, batch_size=_draw_batch(run.config),
             progress=(lambda d: bar.update(d - bar.n)) if bar else None,
         )
     finally:
@@ -264,8 +285,18 @@ def sample(run: Run, n: int, *, seed: int | None = None, progress: bool = True) 
     return samples
 
 
+def _draw_batch(config: TrainConfig) -> int:
+    """Samples per chunk: a CNF's ODE solve with the exact divergence is memory-bound."""
+    return config.ode_batch_size if is_cnf(config) else 10_000
+
+
 def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
-    """Metrics (and plots + report) of a run's samples; writes ``metrics.json``."""
+    """Metrics (and plots + report) of a run's samples; writes ``metrics.json``.
+
+    A CNF run also gets ``mean_path_length`` (data units) and ``n_nll`` (held-out samples in
+    its NLL, at most ``n_nll_cnf``); on a molecule its D-form samples are mirrored first
+    (``n_mirrored``; see :func:`~boltzflow.analysis.validity.fix_chirality_by_mirroring`).
+    """
     samples_path = run.path / SAMPLES_NAME
     if not samples_path.exists():
         sample(run, run.config.n_samples, progress=False)
@@ -282,9 +313,20 @@ def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
     }
     data_path = run.path / DATA_NAME
     data = np.load(data_path) if data_path.exists() else None
+    cnf = is_cnf(run.config)
     if data is not None:
-        test = torch.from_numpy(data["test"]).to(_device(run.config), _dtype(run.config))
-        metrics["nll"] = negative_log_likelihood(run.flow, test)
+        test = torch.from_numpy(data["test"])
+        if cnf and len(test) > run.config.n_nll_cnf:  # one exact-divergence ODE solve each
+            test = test[torch.linspace(0, len(test) - 1, run.config.n_nll_cnf).long()]
+            metrics["n_nll"] = len(test)
+        test = test.to(_device(run.config), _dtype(run.config))
+        metrics["nll"] = negative_log_likelihood(
+            run.flow, test, batch_size=_draw_batch(run.config)
+        )
+    if cnf:
+        metrics["mean_path_length"] = cnf_pipeline.mean_path_length(
+            run.flow, seed=run.config.seed
+        )
     figures = []
     if isinstance(run.system, systems.MolecularSystem):
         from .analysis.molecular import evaluate_molecule
@@ -292,6 +334,12 @@ def evaluate(run: Run, *, plots: bool = True) -> dict[str, Any]:
         reference = None
         if data is not None:
             reference = torch.from_numpy(np.concatenate([data["train"], data["test"]]))
+        if cnf:  # E(3)-equivariant: D-forms are mirror images of L-forms with the same u, log q
+            from .analysis.validity import fix_chirality_by_mirroring
+
+            fix = fix_chirality_by_mirroring(samples.x, run.system)
+            samples = Samples(fix.x, samples.log_q, samples.u, samples.log_w)
+            metrics["n_mirrored"] = fix.n_fixed
         result = evaluate_molecule(
             run.system, samples.x, samples.u, log_w, reference,
             out_dir=run.path if plots else None, seed=run.config.seed,

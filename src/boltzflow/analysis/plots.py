@@ -67,6 +67,8 @@ def plot_energy_histogram(
     plt = _pyplot()
     finite = torch.isfinite(u_model) & torch.isfinite(log_w)
     um = u_model[finite].double().numpy()
+    if len(um) == 0:  # no finite weight (e.g. every generated molecule invalid): raw energies
+        um = u_model[torch.isfinite(u_model)].double().numpy()
     lo, hi = np.percentile(um, [0.5, 99.5])
     if u_reference is not None:
         ur = u_reference.double().numpy()
@@ -76,7 +78,8 @@ def plot_energy_histogram(
     if u_reference is not None:
         ax.hist(ur, label="reference", color="black", **kw)
     ax.hist(um, label="model", color="tab:blue", **kw)
-    ax.hist(um, weights=_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
+    if finite.any():
+        ax.hist(um, weights=_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
     ax.set_xlabel("reduced energy u (kT)")
     ax.set_ylabel("density")
     ax.legend()

@@ -29,6 +29,9 @@ _BASE_LABELS = {
     "energy_w2_reweighted": "energy W2, reweighted vs MD (kT)",
     "torus_w2_model": "torus W2 (φ, ψ), raw model vs MD (rad)",
     "torus_w2_reweighted": "torus W2 (φ, ψ), reweighted vs MD (rad)",
+    "n_mirrored": "D-form samples mirrored to L (E(3)-equivariant CNF)",
+    "mean_path_length": "mean integration path length (data units)",
+    "n_nll": "held-out samples in the NLL",
 }
 
 
@@ -79,13 +82,14 @@ def write_report(
             shown += f" ± {metrics[key + '_stderr']:.2g}"
         lines.append(f"| {label} | {shown} |")
     cfg = run.config
-    lines += [
-        "",
-        (f"Model: {cfg.n_layers} {cfg.model} coupling layers, hidden {cfg.hidden}; "
-        f"{cfg.steps} steps, loss = {cfg.w_nll:g}·NLL + {cfg.w_kl:g}·reverse KL. "
-        "Full configuration: `config.yaml`."),
-        "",
-    ]
+    model = (f"Model: {cfg.n_layers} {cfg.model} coupling layers, hidden {cfg.hidden}; "
+             f"{cfg.steps} steps, loss = {cfg.w_nll:g}·NLL + {cfg.w_kl:g}·reverse KL.")
+    if cfg.model == "cnf":
+        model = (f"Model: continuous flow, vector field {cfg.cnf_layers} × {cfg.cnf_hidden} "
+                 f"trained by flow matching ({cfg.pairing} pairing, σ = {cfg.sigma:g}) for "
+                 f"{cfg.steps} steps; {cfg.solver} ({cfg.solver_steps} steps) with the "
+                 f"{cfg.divergence} divergence.")
+    lines += ["", f"{model} Full configuration: `config.yaml`.", ""]
     for title, fig in figures:
         lines += [f"## {title}", "", f"![{title}]({fig.name})", ""]
     report = path / "report.md"
