@@ -280,6 +280,23 @@ def test_training_lowers_the_loss_and_resume_equals_an_uninterrupted_run(dataset
     assert _validation_loss(long, dataset) < _validation_loss(before, dataset)
 
 
+def test_checkpoint_restores_the_field_with_its_options(dataset, tmp_path):
+    cfg = TBGConfig(steps=2, n_rbf=8, bond_graph=True, **TINY)
+    model = train_tbg(cfg, dataset, tmp_path, progress=False, echo=None)
+    loaded = load_tbg(tmp_path / "checkpoint.pt")
+    assert loaded.field.bond_graph and loaded.field.n_rbf == 8
+    assert loaded.scale == model.scale and loaded.metadata["step"] == 2
+    enc = encode_topology(systems.get("dipeptide:AC").topology)
+    x, t = torch.randn(3, enc.n_atoms, 3), torch.rand(3)
+    with torch.no_grad():
+        assert torch.equal(loaded.field(t, x, enc.context()), model.field(t, x, enc.context()))
+    with pytest.raises(BoltzflowError, match="not a transferable"):
+        from boltzflow.training import save_checkpoint
+
+        save_checkpoint(tmp_path / "other.pt", {"model": {}, "metadata": {"kind": "cnf"}})
+        load_tbg(tmp_path / "other.pt")
+
+
 def _validation_loss(model, dataset) -> float:
     from boltzflow.training import LinearPath
     from boltzflow.transferable import flow_matching_batch_loss

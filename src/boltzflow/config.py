@@ -130,7 +130,7 @@ class TrainConfig:
     solver_steps: int = 20
     divergence: str = "exact"
     amp: str = "bf16"
-    ode_batch_size: int = 256
+    ode_batch_size: int = 128
     n_nll_cnf: int = 1000
 
     def __post_init__(self) -> None:

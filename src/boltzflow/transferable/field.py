@@ -37,6 +37,12 @@ class PeptideEGNN(VectorField):
         hidden: feature width.
         n_layers: message-passing layers.
         n_frequencies: Fourier frequencies of the time embedding.
+        n_rbf: Gaussian radial basis functions of the input distances ``d_ij`` (field units,
+            centres on ``[0, rbf_max]``) added to every edge network's input; 0: none.
+        rbf_max: largest RBF centre.
+        bond_graph: add the one-hot covalent-graph distance of each pair (bonded, 1-3, 1-4,
+            farther; ``context.hops``) to every edge network's input — an extension of the
+            "TBG + full" encoding, which has no bonds.
 
     Example:
         >>> field = PeptideEGNN(Vocabulary(), hidden=32, n_layers=3)
@@ -65,13 +71,35 @@ class PeptideEGNN(VectorField):
         for emb in self.embeddings:  # sum of 5 embeddings: keep h_0 at unit scale
             nn.init.normal_(emb.weight, std=1.0 / math.sqrt(len(FEATURES)))
         self.time = nn.Linear(1 + 2 * n_frequencies, hidden)
+        self.n_edge_features = n_rbf + (MAX_HOPS + 2 if bond_graph else 0)
+        if n_rbf:
+            self.register_buffer("rbf_centers", torch.linspace(0.0, rbf_max, n_rbf))
         self.layers = nn.ModuleList(
             _MaskedEGNNLayer(
-                hidden, update_features=i < n_layers - 1, n_rbf=n_rbf, rbf_max=rbf_max,
-                bond_graph=bond_graph,
+                hidden, update_features=i < n_layers - 1, n_edge_features=self.n_edge_features
             )
             for i in range(n_layers)
         )
+
+    def edge_features(self, x: Tensor, context: PeptideContext) -> Tensor:
+        """Invariant pair features ``[B, N, N, n_rbf (+ MAX_HOPS + 2)]``, computed once per call.
+
+        Gaussian radial basis functions of the input distances ``d_ij`` (centres evenly on
+        ``[0, rbf_max]``, width their spacing) and the one-hot covalent-graph distance of the
+        pair; each layer adds its own linear map of them to its edge network's input.
+        """
+        parts = []
+        if self.n_rbf:
+            d2 = (x[:, :, None, :] - x[:, None, :, :]).square().sum(-1, keepdim=True)
+            d = torch.sqrt(d2 + 1e-12)  # finite gradient on the diagonal
+            width = self.rbf_max / self.n_rbf
+            parts.append(torch.exp(-(((d - self.rbf_centers) / width) ** 2)))
+        if self.bond_graph:
+            if context.hops is None:
+                raise ValueError("this PeptideEGNN uses the bond graph: the context needs hops")
+            hops = context.hops.expand(x.shape[0], x.shape[1], x.shape[1])
+            parts.append(nn.functional.one_hot(hops, MAX_HOPS + 2).to(x.dtype))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Per-atom features ``[..., N, hidden]`` of ``tokens [..., N, 5]`` (time not included)."""
@@ -97,14 +125,10 @@ class PeptideEGNN(VectorField):
             keep = mask.to(x.dtype)[..., None]  # [B, N, 1]
             x = x * keep  # padding positions (possibly garbage) never enter the graph
             inv_n = (1.0 / context.n_real.to(x.dtype))[:, None, None]  # [B, 1, 1]
-        hops = None
-        if self.bond_graph:
-            if context.hops is None:
-                raise ValueError("this PeptideEGNN uses the bond graph: the context needs hops")
-            hops = context.hops.expand(batch, n, n)
+        edges = self.edge_features(x, context) if self.n_edge_features else None
         x0 = x
         for layer in self.layers:
-            x, h = layer(x, h, keep, inv_n, hops)
+            x, h = layer(x, h, keep, inv_n, edges)
         v = x - x0
         if keep is None:
             return v - v.mean(dim=-2, keepdim=True)
@@ -119,20 +143,12 @@ class _MaskedEGNNLayer(nn.Module):
     only changes padding atoms, whose outputs are discarded.
     """
 
-    def __init__(
-        self, hidden: int, *, update_features: bool, n_rbf: int = 0, rbf_max: float = 3.0,
-        bond_graph: bool = False,
-    ):
+    def __init__(self, hidden: int, *, update_features: bool, n_edge_features: int = 0):
         super().__init__()
         self.node_to_edge = nn.Linear(hidden, 2 * hidden)
         bound = 1.0 / math.sqrt(2 * hidden + 1)
         self.distance_weight = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound))
-        self.rbf = None
-        if n_rbf:
-            self.register_buffer("rbf_centers", torch.linspace(0.0, rbf_max, n_rbf))
-            self.rbf_width = rbf_max / n_rbf
-            self.rbf = nn.Linear(n_rbf, hidden, bias=False)
-        self.hop_embedding = nn.Embedding(MAX_HOPS + 2, hidden) if bond_graph else None
+        self.edge_in = nn.Linear(n_edge_features, hidden, bias=False) if n_edge_features else None
         self.edge = nn.Linear(hidden, hidden)
         self.coord = nn.Linear(hidden, 1)
         self.node = (
@@ -143,7 +159,7 @@ class _MaskedEGNNLayer(nn.Module):
 
     def forward(
         self, x: Tensor, h: Tensor, keep: Tensor | None, inv_n: Tensor | float,
-        hops: Tensor | None = None,
+        edges: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         diff = x[:, :, None, :] - x[:, None, :, :]  # [B, N, N, 3]
         d2 = diff.square().sum(-1, keepdim=True)  # [B, N, N, 1]
@@ -154,11 +170,8 @@ class _MaskedEGNNLayer(nn.Module):
         else:  # + w d²_ij as a rank-one product (two matrix-vector products backwards)
             flat = torch.addmm(ab.flatten(0, 2), d2.flatten(0, 2), self.distance_weight[None])
             pre = flat.view(ab.shape)
-        if self.rbf is not None:  # Gaussian radial basis of d_ij: sharp features of bond lengths
-            d = torch.sqrt(d2 + 1e-8)
-            pre = pre + self.rbf(torch.exp(-(((d - self.rbf_centers) / self.rbf_width) ** 2)))
-        if self.hop_embedding is not None:  # covalent-graph distance of the pair (1-2, 1-3, 1-4)
-            pre = pre + self.hop_embedding(hops)
+        if self.edge_in is not None:  # radial basis of d_ij, covalent-graph distance
+            pre = pre + self.edge_in(edges)
         m = silu(self.edge(silu(pre)))  # [B, N, N, H]
         weight = self.coord(m) * torch.rsqrt(d2 + 1.0)  # [B, N, N, 1]
         if keep is not None:
