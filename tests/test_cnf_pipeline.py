@@ -131,6 +131,13 @@ def test_model_of_checkpoint_and_config_must_agree(tmp_path):
     coupling = TrainConfig(system="double-well", n_layers=2, hidden=[8], steps=2, n_data=200,
                            n_test=50, batch_size=16, w_kl=0.0)
     pipeline.train(coupling, tmp_path / "spline", progress=False)
+    # a run directory written before the CNF keys existed still resumes (they take defaults)
+    old = yaml.safe_load((tmp_path / "spline" / "config.yaml").read_text())
+    for key in ("cnf_hidden", "cnf_layers", "pairing", "sigma", "solver", "solver_steps",
+                "divergence", "amp", "ode_batch_size", "n_nll_cnf"):
+        del old[key]
+    (tmp_path / "spline" / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    pipeline.train(coupling, tmp_path / "spline", progress=False)
     text = (tmp_path / "spline" / "config.yaml").read_text()
     (tmp_path / "spline" / "config.yaml").write_text(text.replace("model: spline", "model: cnf"))
     with pytest.raises(BoltzflowError, match="is for 'coupling-flow'.*not a CNF"):

@@ -4,7 +4,8 @@ A run directory holds::
 
     config.yaml      the resolved configuration
     data.npz         the reference samples used (train / test split), with the system id
-    checkpoint.pt    latest checkpoint (atomic), resumable
+    checkpoint.pt    latest checkpoint (atomic), resumable: a coupling flow, or a CNF
+                     (``model: cnf``, trained by flow matching: :mod:`boltzflow.cnf_pipeline`)
     train_log.csv    loss, parts, learning rate and gradient norm over steps
     samples.npz      model samples with x, log_q, u, log_w
     metrics.json     ESS, clipped ESS, NLL, ΔF, … with the system id
@@ -27,7 +28,7 @@ from . import cnf_pipeline, systems
 from .analysis.free_energy import free_energy_difference, free_energy_difference_quadrature
 from .analysis.metrics import negative_log_likelihood
 from .config import CNF_MODELS, TrainConfig, read_config_file
-from .errors import BoltzflowError
+from .errors import BoltzflowError, ConfigError
 from .flow import Flow
 from .io import write_atomic, write_text_atomic
 from .models import build_flow
@@ -213,6 +214,10 @@ def _write_config(config: TrainConfig, out: Path) -> None:
     config_path = out / CONFIG_NAME
     if config_path.exists() and (out / "checkpoint.pt").exists():
         previous = read_config_file(config_path)
+        try:  # a run written before keys were added: those keys take their defaults
+            previous = TrainConfig.from_dict(previous).to_dict()
+        except ConfigError:
+            pass
         differing = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v)
         if differing:
             raise BoltzflowError(
