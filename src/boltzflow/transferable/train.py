@@ -28,7 +28,8 @@ from torch import Tensor
 from ..errors import BoltzflowError
 from ..geometry import center
 from ..io import write_text_atomic
-from ..training import LinearPath, distributed, fit
+from ..training import LinearPath, distributed, fit, load_checkpoint
+from ..training.fit import CHECKPOINT_NAME
 from .config import TBGConfig
 from .encoding import MoleculeEncoding, PeptideContext, Vocabulary, encode_topology
 from .model import TBGModel, build_field
@@ -255,6 +256,8 @@ def train_tbg(
         _check_run_dir(out, config, dataset)
     distributed.barrier()
     scale = global_scale(peptides)
+    if (out / CHECKPOINT_NAME).exists():  # a resumed run keeps its length unit
+        scale = float(load_checkpoint(out / CHECKPOINT_NAME)["metadata"].get("scale", scale))
     field = build_field(config).to(device)
     model = TBGModel(field, scale, config, {
         "dataset": str(dataset),
@@ -312,6 +315,7 @@ def train_tbg(
         metadata=model.metadata_for_checkpoint(),
     )
     distributed.barrier()
+    model.metadata["step"] = config.steps
     return model
 
 
