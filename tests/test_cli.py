@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from boltzflow.cli import main
+from cli_util import run_main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -22,14 +21,6 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", [[], ["systems"], ["train"], ["sample"], ["evaluate"], ["demo"], ["report"], ["simulate"], ["info"]])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_util import run_main
 
 from boltzflow import cnf_pipeline, pipeline
 from boltzflow.analysis.validity import chirality_centers, chirality_signs, reference_chirality
-from boltzflow.cli import main
 from boltzflow.config import TrainConfig
 from boltzflow.continuous import RK4, Dopri5, Euler, Hutchinson, Midpoint, path_length
 from boltzflow.errors import BoltzflowError, ConfigError
@@ -25,14 +25,6 @@ TINY = ("cnf_hidden: 16\ncnf_layers: 2\nn_data: 500\nn_test: 100\nbatch_size: 32
         "solver_steps: 8\n")
 
 
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _config(tmp: Path, text: str, name: str = "c.yaml") -> str:

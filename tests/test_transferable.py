@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
+from cli_util import run_main as _run
 
 from boltzflow import systems
-from boltzflow.cli import main
 from boltzflow.continuous import RK4
 from boltzflow.errors import BoltzflowError, ConfigError
 from boltzflow.geometry import center
@@ -62,14 +62,6 @@ def trained(dataset, tmp_path_factory):
     return out, model
 
 
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------------------------------
