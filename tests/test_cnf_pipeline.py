@@ -126,7 +126,7 @@ def test_model_of_checkpoint_and_config_must_agree(tmp_path):
     # a run directory written before the CNF keys existed still resumes (they take defaults)
     old = yaml.safe_load((tmp_path / "spline" / "config.yaml").read_text())
     for key in ("cnf_hidden", "cnf_layers", "pairing", "sigma", "solver", "solver_steps",
-                "divergence", "amp", "ode_batch_size", "n_nll_cnf"):
+                "divergence", "amp", "ode_batch_size", "n_nll_cnf", "ot_block_size"):
         del old[key]
     (tmp_path / "spline" / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     pipeline.train(coupling, tmp_path / "spline", progress=False)
@@ -149,6 +149,7 @@ def test_config_defaults_and_errors():
         (dict(model="cnf", divergence="skilling"), "'divergence' must be one of exact"),
         (dict(model="cnf", solver_steps=0), "'solver_steps' must be a positive integer"),
         (dict(model="cnf", sigma=-0.1), "'sigma' must be a number >= 0"),
+        (dict(model="cnf", ot_block_size=-1), "'ot_block_size' must be an integer >= 0"),
         (dict(model="cnf", cnf_hidden=2.5), "'cnf_hidden' must be an integer"),
         (dict(model="cnf", w_nll=0.0), "'w_nll' must be > 0 when w_kl is 0"),
         (dict(model="spline", n_layers=1), "'n_layers' must be an integer >= 2"),

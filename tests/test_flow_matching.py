@@ -118,6 +118,23 @@ def test_equivariant_ot_lowers_the_transport_cost_on_dw4(dw4_data):
     assert mean["equivariant"] < 0.7 * mean["ot"], mean
 
 
+def test_blocked_equivariant_ot_pairs_each_block_on_its_own(dw4_data):
+    batch = dw4_data[:48]
+    x0 = MeanFreeNormal(4, 2).sample(48)
+    blocked = EquivariantOT(block_size=16)
+    paired, x1 = blocked(x0, batch)
+    assert torch.allclose(x1, center(batch))  # data order kept
+    for k in range(3):  # block k is exactly the full pairing of block k alone
+        sl = slice(16 * k, 16 * (k + 1))
+        alone, _ = EquivariantOT()(x0[sl], batch[sl])
+        assert torch.equal(paired[sl], alone)
+    # fewer candidates, still far cheaper transport than independent pairs
+    full = float(transport_cost(EquivariantOT()(x0, batch)[0], x1).mean())
+    cost = float(transport_cost(paired, x1).mean())
+    independent = float(transport_cost(center(x0), x1).mean())
+    assert full <= cost + 1e-6 and cost < 0.7 * independent
+
+
 def test_short_flow_matching_training_on_dw4_reduces_the_loss(dw4_data):
     torch.manual_seed(0)
     field = EGNN(2, hidden=32, n_layers=3)

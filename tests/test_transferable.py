@@ -151,7 +151,9 @@ def test_dataset_encodings_equal_the_force_field_topology_encodings(dataset):
 # the conditioned field
 
 
-@pytest.mark.parametrize("options", [{}, {"n_rbf": 8, "bond_graph": True}])
+@pytest.mark.parametrize(
+    "options", [{}, {"n_rbf": 8, "bond_graph": True}, {"n_rbf": 8, "bond_graph": True, "chiral": True}]
+)
 def test_padding_never_changes_real_atoms(encodings, options):
     a, b = encodings["AC"], encodings["KI"]
     assert a.n_atoms < b.n_atoms
@@ -204,6 +206,29 @@ def test_field_is_equivariant_alone_and_in_a_padded_batch(encodings, options):
         v = field(t, x, ctx)
         v_perm = field(t, torch.gather(x, 1, perm[..., None].expand_as(x)), ctx)
     assert (v_perm - torch.gather(v, 1, perm[..., None].expand_as(v))).abs().max() < 1e-10
+
+
+def test_chiral_field_commutes_with_rotations_but_tells_mirror_images_apart(encodings):
+    a, b = encodings["AC"], encodings["KI"]
+    field = PeptideEGNN(hidden=16, n_layers=2, n_rbf=8, bond_graph=True, chiral=True).double()
+    xa = torch.randn(3, a.n_atoms, 3, dtype=torch.float64)
+    t = torch.rand(3, dtype=torch.float64)
+    assert_equivariant(field, xa, t, a.context(), reflections=False)
+    ctx = PeptideContext.pad([a, b, b])
+    x = torch.randn(3, b.n_atoms, 3, dtype=torch.float64)
+    assert_equivariant(field, x, t, ctx, reflections=False, permutations=False)
+    with pytest.raises(AssertionError):  # a reflection is not a symmetry of a chiral field
+        assert_equivariant(field, xa, t, a.context(), rotations=False, translations=False,
+                           permutations=False)
+    # the mirror term is what breaks it: v(-x) = -v(x) only without the cross product
+    with torch.no_grad():
+        v, v_mirror = field(t, xa, a.context()), field(t, -xa, a.context())
+        assert (v_mirror + v).abs().max() > 1e-3
+        for layer in field.layers:
+            layer.chiral.weight.zero_()
+            layer.chiral.bias.zero_()
+        v, v_mirror = field(t, xa, a.context()), field(t, -xa, a.context())
+        assert (v_mirror + v).abs().max() < 1e-10
 
 
 # ------------------------------------------------------------------------------------------
@@ -273,10 +298,10 @@ def test_training_lowers_the_loss_and_resume_equals_an_uninterrupted_run(dataset
 
 
 def test_checkpoint_restores_the_field_with_its_options(dataset, tmp_path):
-    cfg = TBGConfig(steps=2, n_rbf=8, bond_graph=True, **TINY)
+    cfg = TBGConfig(steps=2, n_rbf=8, bond_graph=True, chiral=True, **TINY)
     model = train_tbg(cfg, dataset, tmp_path, progress=False, echo=None)
     loaded = load_tbg(tmp_path / "checkpoint.pt")
-    assert loaded.field.bond_graph and loaded.field.n_rbf == 8
+    assert loaded.field.bond_graph and loaded.field.n_rbf == 8 and loaded.field.chiral
     assert loaded.scale == model.scale and loaded.metadata["step"] == 2
     enc = encode_topology(systems.get("dipeptide:AC").topology)
     x, t = torch.randn(3, enc.n_atoms, 3), torch.rand(3)
@@ -380,6 +405,9 @@ def test_validity_catches_mirrored_and_wrongly_bonded_samples(dataset):
     assert torch.allclose(result.samples.x[1], md[1])  # mirrored back onto the MD frame
     for key in ("energy_w2_model", "energy_w2_reweighted", "torus_w2_model", "torus_w2_reweighted"):
         assert math.isfinite(m[key]), key  # the valid samples are compared with MD
+    # a chiral model's density is not mirror-symmetric: no fix, the D sample is invalid
+    chiral = analyze_samples(system, samples, md, mirror=False).metrics
+    assert chiral["n_mirrored"] == 0 and chiral["fraction_valid"] == pytest.approx(3 / 6)
 
 
 def test_evaluate_over_the_test_split_writes_table_json_and_grid(dataset, trained, tmp_path, capsys):

@@ -185,7 +185,7 @@ def pairing(config: TrainConfig, system: System, context: ParticleContext | None
             f"pairing 'equivariant-ot' needs a particle system; {system.id!r} is not one: "
             "use pairing: ot or independent"
         )
-    return EquivariantOT(context.atom_types.cpu())
+    return EquivariantOT(context.atom_types.cpu(), block_size=config.ot_block_size)
 
 
 def train(

@@ -79,6 +79,8 @@ class TrainConfig:
             (permutation among identical atoms + rotation, then minibatch OT), ``ot``
             (minibatch OT), ``independent``, or ``auto`` (equivariant OT for particle systems,
             OT otherwise).
+        ot_block_size: equivariant OT assigns within blocks of this many samples (``B · k``
+            alignments per step instead of ``B²``); 0: the whole batch.
         sigma: width of the linear conditional path (``σ_min``) in the field's units.
         solver: ODE solver for sampling and likelihoods: ``rk4``, ``midpoint``, ``euler``
             (fixed step) or ``dopri5`` (adaptive, rtol = atol = 1e-5).
@@ -125,6 +127,7 @@ class TrainConfig:
     cnf_hidden: int = 64
     cnf_layers: int = 4
     pairing: str = "auto"
+    ot_block_size: int = 64
     sigma: float = 0.01
     solver: str = "rk4"
     solver_steps: int = 20
@@ -175,7 +178,7 @@ class TrainConfig:
                     "checkpoint_every", "n_test", "n_data", "cnf_hidden", "cnf_layers",
                     "solver_steps", "ode_batch_size", "n_nll_cnf"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("steps", "warmup", "seed", "kl_start"):
+        for key in ("steps", "warmup", "seed", "kl_start", "ot_block_size"):
             _check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         _check(self.temperature >= 0, "temperature", "a positive number (kelvin)", self.temperature)
         for key in ("lr", "bound", "clip_grad", "u_high"):

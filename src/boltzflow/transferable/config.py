@@ -27,6 +27,9 @@ class TBGConfig:
             network's input (0: only ``d²``, as in the plain EGNN).
         bond_graph: also give every edge network the covalent-graph distance of the pair
             (bonded, 1-3, 1-4, farther) — an extension of the "TBG + full" encoding.
+        chiral: an SE(3)- instead of E(3)-equivariant field (a cross-product term in every
+            coordinate update, see :class:`~boltzflow.transferable.PeptideEGNN`) that can learn
+            L-chirality; its samples get no mirror fix (D or mixed samples are invalid).
         steps: optimizer steps.
         peptides_per_batch: distinct peptides in one batch (padded to the largest).
         frames_per_peptide: MD frames per peptide in one batch; the equivariant-OT minibatch
@@ -58,6 +61,7 @@ class TBGConfig:
     n_layers: int = 4
     n_rbf: int = 0
     bond_graph: bool = False
+    chiral: bool = False
     steps: int = 2000
     peptides_per_batch: int = 16
     frames_per_peptide: int = 8

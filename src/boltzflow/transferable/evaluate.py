@@ -22,7 +22,14 @@ from ..errors import BoltzflowError
 from ..io import write_text_atomic
 from ..sampling import Samples
 from .model import TBGModel, describe_solver
-from .sample import METRICS_NAME, SAMPLES_NAME, PeptideResult, analyze_samples, sample_peptide
+from .sample import (
+    METRICS_NAME,
+    SAMPLES_NAME,
+    PeptideResult,
+    analyze_samples,
+    mirror_fix_applies,
+    sample_peptide,
+)
 
 __all__ = ["COLUMNS", "EvaluationResult", "evaluate_split", "format_table"]
 
@@ -140,7 +147,7 @@ def evaluate_split(
         if cached is not None:
             result = analyze_samples(
                 systems.get(entry.system_id), cached, reference,
-                out_dir=pep_dir if plots else None, seed=seed,
+                out_dir=pep_dir if plots else None, seed=seed, mirror=mirror_fix_applies(model),
             )
             previous = json.loads((pep_dir / METRICS_NAME).read_text())
             for key in ("sample_seconds", "sample_seconds_per_sample"):
@@ -183,8 +190,10 @@ def evaluate_split(
         table,
         "",
         "ESS: Kish, as a fraction of all samples (invalid ones weigh 0). valid: bond graph and "
-        "L-Cα after the mirror fix (mirrored: samples whose Cα were all D, reflected x → −x). "
-        "E-W2 (kT), T-W2 on (φ, ψ) (rad): raw model and reweighted against MD. ΔF: "
+        + ("L-Cα after the mirror fix (mirrored: samples whose Cα were all D, reflected x → −x). "
+           if mirror_fix_applies(model) else
+           "L-Cα; the field is chiral, so no mirror fix (D samples are invalid). ")
+        + "E-W2 (kT), T-W2 on (φ, ψ) (rad): raw model and reweighted against MD. ΔF: "
         "F(φ>0) − F(φ<0) of residue 2's φ (kT).",
         "",
     ]

@@ -43,6 +43,12 @@ class PeptideEGNN(VectorField):
         bond_graph: add the one-hot covalent-graph distance of each pair (bonded, 1-3, 1-4,
             farther; ``context.hops``) to every edge network's input — an extension of the
             "TBG + full" encoding, which has no bonds.
+        chiral: add a pseudovector term to every coordinate update, the cross product
+            ``a_i × b_i`` of two learned message-weighted sums ``Σ_j w_ij (x_i − x_j)``. The
+            field then commutes with rotations, translations and permutations but *not* with
+            reflections (the cross product changes sign under a mirror): it can tell L from D
+            and learn the L-only data distribution, where an E(3) field generates both mirror
+            images and needs the mirror fix (which cannot repair mixed chiralities).
 
     Example:
         >>> field = PeptideEGNN(Vocabulary(), hidden=32, n_layers=3)
@@ -59,6 +65,7 @@ class PeptideEGNN(VectorField):
         n_rbf: int = 0,
         rbf_max: float = 3.0,
         bond_graph: bool = False,
+        chiral: bool = False,
     ):
         super().__init__()
         if n_layers < 1 or hidden < 1 or n_rbf < 0:
@@ -66,6 +73,7 @@ class PeptideEGNN(VectorField):
         self.vocabulary = vocabulary or Vocabulary()
         self.hidden, self.n_layers, self.n_frequencies = hidden, n_layers, n_frequencies
         self.n_rbf, self.rbf_max, self.bond_graph = n_rbf, rbf_max, bond_graph
+        self.chiral = chiral
         sizes = self.vocabulary.sizes
         self.embeddings = nn.ModuleList(nn.Embedding(sizes[f], hidden) for f in FEATURES)
         for emb in self.embeddings:  # sum of 5 embeddings: keep h_0 at unit scale
@@ -76,7 +84,8 @@ class PeptideEGNN(VectorField):
             self.register_buffer("rbf_centers", torch.linspace(0.0, rbf_max, n_rbf))
         self.layers = nn.ModuleList(
             _MaskedEGNNLayer(
-                hidden, update_features=i < n_layers - 1, n_edge_features=self.n_edge_features
+                hidden, update_features=i < n_layers - 1, n_edge_features=self.n_edge_features,
+                chiral=chiral,
             )
             for i in range(n_layers)
         )
@@ -143,7 +152,10 @@ class _MaskedEGNNLayer(nn.Module):
     only changes padding atoms, whose outputs are discarded.
     """
 
-    def __init__(self, hidden: int, *, update_features: bool, n_edge_features: int = 0):
+    def __init__(
+        self, hidden: int, *, update_features: bool, n_edge_features: int = 0,
+        chiral: bool = False,
+    ):
         super().__init__()
         self.node_to_edge = nn.Linear(hidden, 2 * hidden)
         bound = 1.0 / math.sqrt(2 * hidden + 1)
@@ -151,6 +163,8 @@ class _MaskedEGNNLayer(nn.Module):
         self.edge_in = nn.Linear(n_edge_features, hidden, bias=False) if n_edge_features else None
         self.edge = nn.Linear(hidden, hidden)
         self.coord = nn.Linear(hidden, 1)
+        # two more coordinate weights whose sums a_i, b_i give the pseudovector a_i × b_i
+        self.chiral = nn.Linear(hidden, 2) if chiral else None
         self.node = (
             nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
             if update_features
@@ -173,12 +187,21 @@ class _MaskedEGNNLayer(nn.Module):
         if self.edge_in is not None:  # radial basis of d_ij, covalent-graph distance
             pre = pre + self.edge_in(edges)
         m = silu(self.edge(silu(pre)))  # [B, N, N, H]
-        weight = self.coord(m) * torch.rsqrt(d2 + 1.0)  # [B, N, N, 1]
+        inv_d = torch.rsqrt(d2 + 1.0)
+        weight = self.coord(m) * inv_d  # [B, N, N, 1]
         if keep is not None:
             from_real = keep[:, None, :, :]  # [B, 1, N, 1]: message j -> i exists iff j is real
             weight = weight * from_real
             m = m * from_real.to(m.dtype)
-        x = x + (diff * weight).sum(2) * inv_n
+        update = (diff * weight).sum(2) * inv_n
+        if self.chiral is not None:
+            wa, wb = (self.chiral(m) * inv_d).chunk(2, dim=-1)  # [B, N, N, 1] each
+            if keep is not None:
+                wa, wb = wa * from_real, wb * from_real
+            a = (diff * wa).sum(2) * inv_n
+            b = (diff * wb).sum(2) * inv_n
+            update = update + torch.linalg.cross(a, b, dim=-1)
+        x = x + update
         if self.node is not None:
             agg = m.sum(2) * (inv_n if isinstance(inv_n, float) else inv_n.to(m.dtype))
             h = h + self.node(torch.cat([h, agg.to(h.dtype)], dim=-1))

@@ -96,6 +96,7 @@ class TBGModel:
             "n_rbf": self.field.n_rbf,
             "rbf_max": self.field.rbf_max,
             "bond_graph": self.field.bond_graph,
+            "chiral": self.field.chiral,
             "config": self.config.to_dict(),
         }
 
@@ -117,7 +118,7 @@ def build_field(config: TBGConfig, vocabulary: Vocabulary | None = None) -> Pept
     torch.manual_seed(config.seed)
     return PeptideEGNN(
         vocabulary, hidden=config.hidden, n_layers=config.n_layers, n_rbf=config.n_rbf,
-        bond_graph=config.bond_graph,
+        bond_graph=config.bond_graph, chiral=config.chiral,
     )
 
 
@@ -148,6 +149,7 @@ def load_tbg(path: str | Path, *, device: str | torch.device = "cpu") -> TBGMode
         n_rbf=int(meta.get("n_rbf", 0)),
         rbf_max=float(meta.get("rbf_max", 3.0)),
         bond_graph=bool(meta.get("bond_graph", False)),
+        chiral=bool(meta.get("chiral", False)),
     )
     field_.load_state_dict(state["model"])
     scale = float(meta["scale"])

@@ -94,6 +94,11 @@ def draw_samples(
     return Samples.from_model(torch.cat(xs), torch.cat(log_qs), torch.cat(us))
 
 
+def mirror_fix_applies(model) -> bool:
+    """Whether ``model``'s samples get the mirror fix: only an E(3) (non-chiral) field's do."""
+    return not getattr(model.field, "chiral", False)
+
+
 def analyze_samples(
     system,
     samples: Samples,
@@ -102,13 +107,21 @@ def analyze_samples(
     out_dir: str | Path | None = None,
     seed: int = 0,
     clip_fraction: float = 0.002,
+    mirror: bool = True,
 ) -> PeptideResult:
-    """Mirror fix, validity, ESS, ΔF, E-W2, T-W2 (and figures in ``out_dir``) of ``samples``."""
+    """Mirror fix, validity, ESS, ΔF, E-W2, T-W2 (and figures in ``out_dir``) of ``samples``.
+
+    ``mirror``: apply the mirror fix (only valid for a reflection-invariant model density; a
+    chiral field's D samples stay invalid instead, see :func:`mirror_fix_applies`).
+    """
     from ..analysis.dihedrals import ramachandran_angles
     from ..analysis.molecular import evaluate_molecule
-    from ..analysis.validity import fix_chirality_by_mirroring
+    from ..analysis.validity import MirrorFix, fix_chirality_by_mirroring
 
-    fix = fix_chirality_by_mirroring(samples.x, system)
+    if mirror:
+        fix = fix_chirality_by_mirroring(samples.x, system)
+    else:
+        fix = MirrorFix(x=samples.x, mirrored=torch.zeros(len(samples), dtype=torch.bool, device=samples.x.device))
     result = evaluate_molecule(
         system, fix.x, samples.u, samples.log_w, reference, out_dir=out_dir, seed=seed
     )
@@ -184,6 +197,7 @@ def sample_peptide(
         samples.save(out_dir / SAMPLES_NAME, system_id=system.id)
     result = analyze_samples(
         system, samples, reference, out_dir=out_dir if plots else None, seed=seed,
+        mirror=mirror_fix_applies(model),
     )
     result.metrics["sample_seconds"] = sample_s
     result.metrics["sample_seconds_per_sample"] = sample_s / n
@@ -196,7 +210,7 @@ def sample_peptide(
 _LABELS = {
     "n_samples": "samples (each with exact log q)",
     "n_mirrored": "samples mirrored (all Cα were D; x → −x)",
-    "fraction_valid": "valid samples after the mirror fix (bond graph and L-Cα)",
+    "fraction_valid": "valid samples (bond graph and L-Cα, after the mirror fix if it applies)",
     "n_invalid_bonds": "samples with a wrong bond graph",
     "n_invalid_chirality": "samples with a D or mixed Cα chirality left",
     "ess": "ESS (Kish, fraction of all samples; invalid ones weigh 0)",
@@ -236,16 +250,26 @@ def write_peptide_report(path: Path, model: TBGModel, result: PeptideResult) -> 
         if f"{key}_stderr" in m and m[f"{key}_stderr"] is not None:
             shown += f" ± {m[key + '_stderr']:.2g}"
         lines.append(f"| {label} | {shown} |")
-    lines += [
-        "",
-        f"**Mirror fix.** {m['n_mirrored']} of {m['n_samples']} samples had every Cα in the "
+    if not mirror_fix_applies(model):
+        lines += [
+            "",
+            "**No mirror fix.** The field is chiral (SE(3)- but not reflection-equivariant), "
+            "so its density is not mirror-symmetric and reflecting a sample would change its "
+            "log q: samples with any D-Cα count as invalid. Invalid samples (wrong bond graph, "
+            "D or mixed chirality) get weight 0 in every reweighted number.",
+            "",
+        ]
+    else:
+        lines += [
+            "",
+            f"**Mirror fix.** {m['n_mirrored']} of {m['n_samples']} samples had every Cα in the "
         "D-form and were reflected (x → −x) before the validity check, as in Klein & Noé "
         "(2024): the equivariant flow cannot tell enantiomers apart, and both the force-field "
         "energy and the model density are invariant under the reflection, so their weights "
         "are unchanged. Samples that stay invalid (wrong bond graph, mixed chirality) get "
         "weight 0 in every reweighted number.",
-        "",
-    ]
+            "",
+        ]
     for title, fig in result.figures:
         lines += [f"## {title}", "", f"![{title}]({fig.name})", ""]
     write_text_atomic(path, "\n".join(lines) + "\n")
