@@ -20,22 +20,17 @@ Budgets (``--preset``):
 * **cpu** (default; about 2 h on this 2-core machine, measured with another job on the second
   core): all 386 training dipeptides × 20 ps of MD (a frame every 0.5 ps: 40 frames each;
   ≈ 4 s per peptide per worker, 2 workers: 12–20 min) and the 14 test dipeptides × 0.5 ns
-  (≈ 2 min each per worker: ≈ 13 min); EGNN 4 × 32 with the bond-graph and RBF edge features
-  (``--encoding tbg-full`` drops them: the paper's encoding alone), 4000 steps of 16 peptides ×
-  8 frames with bf16 autocast, lr 5e-3 cosine (≈ 0.4 s per step: ≈ 27 min); the log-det by
-  8-node Gauss–Legendre quadrature along an RK4 × 16 trajectory, 0.3 s (24 atoms) to 1 s
-  (38 atoms) per sample, log q within ≈ 0.05–0.25 nats of RK4 × 20 (RK4 × 5 with the divergence
-  at every stage: 1–4 nats off, at twice the cost); a 40-minute sampling budget over the 14 test
-  peptides, so ≈ 200–300 samples per peptide.
+  (≈ 2 min each per worker: ≈ 13 min); the chiral EGNN 4 × 32 with the bond-graph and RBF edge
+  features (``--e3`` for the paper's E(3) field with the mirror fix, ``--encoding tbg-full`` to
+  drop the edge features: the paper's encoding alone), 5000 steps of 16 peptides × 8 frames
+  with bf16 autocast, lr 5e-3 cosine (≈ 0.5 s per step: ≈ 42 min); the log-det by 8-node
+  Gauss–Legendre quadrature along an RK4 × 16 trajectory, 0.3 s (24 atoms) to 1.4 s (36 atoms,
+  loaded) per sample, log q within ≈ 0.05–0.4 nats of RK4 × 20; a 35-minute sampling budget
+  over the 14 test peptides, so ≈ 100–300 samples per peptide. Results: ``docs/benchmarks.md``.
 
-  Pilot (80 training peptides, 2000 steps, 13 min of training): valid samples after the mirror
-  fix 48 % for AC (unseen, 24 atoms), 45 % NY (unseen, 38), 21 % KI (unseen, 44), 50 % AA and
-  34 % LV (seen); mixed Cα chiralities (30–40 % of samples) are the main failure, then bond
-  lengths (median error ≈ 5 %), which also put the valid samples' energies hundreds of kT
-  above MD: on 100 AC samples ESS was 1 % (one sample), E-W2 328 kT raw / 101 reweighted, T-W2
-  1.12 raw / 1.07 reweighted. Without the bond-graph and RBF features the same pilot gave
-  2–6 % valid for 23–24 atoms and ≤ 1 % for 38–44. Expect validity well below the issue's
-  90 % and an ESS of a few samples at this budget.
+  Earlier pilots (80 training peptides, 2000 steps, the E(3) field with the mirror fix) gave
+  21–48 % valid samples on unseen peptides, mixed Cα chiralities (30–40 % of samples) being the
+  main failure; the chiral field removes it (``bench/tbg_chirality.py``).
 * **quick**: 12 training dipeptides × 10 ps, 3 test × 50 ps, EGNN 2 × 16, 60 steps, 32 samples
   per test peptide: a smoke run of every phase in a few minutes.
 * **cuda** (``--device cuda``): the same data (16 MD workers where there are 16 cores), EGNN
@@ -46,7 +41,7 @@ Numbers are wall-clock on this machine; the table's ESS and W2 from a few hundre
 noisy, and the script prints the sample count it used.
 
     .venv/bin/python bench/transferable.py              # the CPU benchmark (~2 h)
-    .venv/bin/python bench/transferable.py --quick      # a smoke run (a few minutes)
+    .venv/bin/python bench/transferable.py --quick      # a smoke run (about 1.5 min)
     .venv/bin/python bench/transferable.py --device cuda  # larger model phases on a GPU
 """
 
@@ -77,6 +72,7 @@ class Preset:
     n_layers: int
     n_rbf: int
     bond_graph: bool
+    chiral: bool
     steps: int
     peptides_per_batch: int
     frames_per_peptide: int
@@ -96,15 +92,15 @@ PRESETS = {
     "cpu": Preset(
         n_train=0, n_test=0, train_ns=0.02, test_ns=0.5, frame_interval_ps=0.5,
         equilibration_ps=5.0, workers=2, hidden=32, n_layers=4, n_rbf=16, bond_graph=True,
-        steps=4000,
+        chiral=True, steps=5000,
         peptides_per_batch=16, frames_per_peptide=8, lr=5e-3, bucket_size=4,
         solver="gauss-legendre", rk4_steps=16, quadrature_nodes=8, sample_batch=50,
-        sample_budget_s=2400.0, min_samples=50, max_samples=1000, probe_samples=8,
+        sample_budget_s=2100.0, min_samples=50, max_samples=1000, probe_samples=8,
     ),
     "quick": Preset(
         n_train=12, n_test=3, train_ns=0.01, test_ns=0.05, frame_interval_ps=0.5,
         equilibration_ps=2.0, workers=1, hidden=16, n_layers=2, n_rbf=8, bond_graph=True,
-        steps=60,
+        chiral=True, steps=60,
         peptides_per_batch=6, frames_per_peptide=4, lr=5e-3, bucket_size=3,
         solver="gauss-legendre", rk4_steps=8, quadrature_nodes=6, sample_batch=32,
         sample_budget_s=60.0, min_samples=32, max_samples=32, probe_samples=4,
@@ -153,7 +149,7 @@ def train(p: Preset, data: Path, run: Path, device: str):
 
     cfg = TBGConfig(
         hidden=p.hidden, n_layers=p.n_layers, n_rbf=p.n_rbf, bond_graph=p.bond_graph,
-        steps=p.steps,
+        chiral=p.chiral, steps=p.steps,
         peptides_per_batch=p.peptides_per_batch, frames_per_peptide=p.frames_per_peptide,
         lr=p.lr, warmup=min(100, p.steps // 10), bf16=True, bucket_size=p.bucket_size,
         checkpoint_every=100, device=device, solver=p.solver, rk4_steps=p.rk4_steps,
@@ -202,6 +198,10 @@ def main() -> None:
         "--encoding", choices=["tbg-full+bonds", "tbg-full"], default="tbg-full+bonds",
         help="tbg-full: the paper's per-atom encoding alone (no bond graph, no RBF features)",
     )
+    parser.add_argument(
+        "--e3", action="store_true",
+        help="the paper's E(3)-equivariant field with the mirror fix instead of the chiral one",
+    )
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples per test peptide (default: sized from the cost probe)")
     args = parser.parse_args()
@@ -212,6 +212,9 @@ def main() -> None:
     if args.encoding == "tbg-full":
         p = replace(p, n_rbf=0, bond_graph=False)
         name += "-tbg-full"
+    if args.e3:
+        p = replace(p, chiral=False)
+        name += "-e3"
     out = args.out or Path("runs") / ("bench-tbg-quick" if name.startswith("quick") else "bench-tbg")
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # small graphs: a second thread gains little on 2 shared cores
