@@ -32,7 +32,7 @@ from boltzflow.transferable import (
     train_tbg,
 )
 from boltzflow.transferable.evaluate import evaluate_split
-from boltzflow.transferable.sample import analyze_samples
+from boltzflow.transferable.sample import analyze_samples, sample_peptide
 
 TINY = dict(hidden=16, n_layers=2, peptides_per_batch=2, frames_per_peptide=4, warmup=0,
             rk4_steps=4, sample_batch=16, checkpoint_every=5)
@@ -307,6 +307,10 @@ def test_checkpoint_restores_the_field_with_its_options(dataset, tmp_path):
     x, t = torch.randn(3, enc.n_atoms, 3), torch.rand(3)
     with torch.no_grad():
         assert torch.equal(loaded.field(t, x, enc.context()), model.field(t, x, enc.context()))
+    # a chiral model's samples get no mirror fix, and its report says so
+    result = sample_peptide(loaded, "dipeptide:AC", 4, out=tmp_path / "AC", plots=False)
+    assert result.metrics["n_mirrored"] == 0
+    assert "**No mirror fix.**" in (tmp_path / "AC" / "report.md").read_text()
     with pytest.raises(BoltzflowError, match="not a transferable"):
         from boltzflow.training import save_checkpoint
 
