@@ -28,6 +28,24 @@ DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 
 
+def check_known_keys(cls: type, data: Any, source: str, kind: str = "config") -> None:
+    """Raise :class:`ConfigError` unless ``data`` is a mapping of ``cls``'s field names.
+
+    An unknown key is named with a did-you-mean suggestion and the allowed keys; ``kind`` is
+    how the message calls the configuration (``config``, ``tbg config``).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of keys to values")
+    known = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"unknown {kind} key {key!r} in {source}; {hint}allowed keys: {', '.join(known)}"
+            )
+
+
 def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
     if not cond:
         raise ConfigError(f"config key {key!r} must be {allowed}, got {value!r}")
@@ -213,17 +231,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping; unknown keys raise with a did-you-mean suggestion."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source} must be a mapping of keys to values")
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(
-                    f"unknown config key {key!r} in {source}; {hint}allowed keys: "
-                    f"{', '.join(known)}"
-                )
+        check_known_keys(cls, data, source)
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:

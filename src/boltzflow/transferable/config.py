@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..config import check_known_keys
 from ..errors import ConfigError
 
 __all__ = ["TBGConfig"]
@@ -120,17 +120,7 @@ class TBGConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "tbg config") -> TBGConfig:
         """Build from a mapping; unknown keys raise with a did-you-mean suggestion."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source} must be a mapping of keys to values")
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(
-                    f"unknown tbg config key {key!r} in {source}; {hint}allowed keys: "
-                    f"{', '.join(known)}"
-                )
+        check_known_keys(cls, data, source, kind="tbg config")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TBGConfig:
