@@ -7,6 +7,7 @@ Launch any command with ``torchrun --nproc-per-node N -m boltzflow ...``. ``torc
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 from dataclasses import dataclass
@@ -50,7 +51,13 @@ def init(device: str = "cpu") -> World:
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend=backend)
+        atexit.register(_shutdown)  # gloo's threads must not outlive the interpreter (SIGABRT)
     return world()
+
+
+def _shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
