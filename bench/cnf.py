@@ -549,7 +549,7 @@ def run_pairing(out: Path, quick: bool) -> None:
             continue
         pairing = EquivariantOT(context.atom_types, block_size=block)
         seconds, costs = [], []
-        for r in range(repeats):
+        for _ in range(repeats):
             x1 = x_all[torch.randint(len(x_all), (batch,), generator=gen)]
             x0 = center(torch.randn(x1.shape, generator=gen))
             t0 = time.perf_counter()

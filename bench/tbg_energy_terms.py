@@ -1,7 +1,15 @@
 """Where the transferable BG's samples lose energy: mean force-field terms of its valid samples
-minus those of MD, per held-out peptide (kT), from a finished ``bench/transferable.py`` run.
+minus those of MD, per held-out peptide (kT).
+
+Two sources of samples:
+
+* a finished ``bench/transferable.py`` evaluation (``--out``, ``--preset``): its saved samples;
+* ``--checkpoint RUN``: fresh samples of a (possibly still training) checkpoint, integrated by
+  RK4 *without* the log-likelihood — seconds per peptide instead of the half hour exact ``log q``
+  costs, so a geometry check while a run trains, or between two runs.
 
     .venv/bin/python bench/tbg_energy_terms.py [--out runs/bench-tbg] [--preset cpu] [AC,NY,KI]
+    .venv/bin/python bench/tbg_energy_terms.py --checkpoint runs/bench-tbg/run-cpu [--n 64]
 """
 
 from __future__ import annotations
@@ -12,40 +20,75 @@ from pathlib import Path
 import torch
 
 
+def flow_samples(model, system, n: int, steps: int, seed: int = 0) -> torch.Tensor:
+    """``n`` samples (nm) of ``system``: the prior pushed through RK4 × ``steps``, no log q."""
+    from boltzflow.continuous import RK4
+    from boltzflow.distributions.normal import MeanFreeNormal
+
+    context = model.encode(system).context()
+    torch.manual_seed(seed)
+    z = MeanFreeNormal(system.n_atoms, 3).sample(n)
+
+    def f(t, y):
+        return (model.field(t.expand(len(y[0])), y[0], context),)
+
+    with torch.no_grad():
+        (x,) = RK4(steps).solve(f, (z,), 0.0, 1.0)
+    return (x * model.scale).to(torch.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sequences", nargs="?", default=None, help="e.g. AC,NY,KI [all]")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-tbg"))
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="sample this checkpoint afresh (no log q) instead")
+    parser.add_argument("--n", type=int, default=64, help="fresh samples per peptide [64]")
+    parser.add_argument("--rk4-steps", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(1)
     from boltzflow import systems
     from boltzflow.analysis.validity import validity
-    from boltzflow.data.dipeptides import load_index
+    from boltzflow.data.dipeptides import TEST_SEQUENCES, load_index
     from boltzflow.sampling import Samples
 
     index = load_index(args.out / "data")
     eval_dir = args.out / f"eval-{args.preset}"
-    seqs = args.sequences.split(",") if args.sequences else sorted(
-        p.name for p in eval_dir.iterdir() if (p / "samples.npz").exists()
-    )
+    model = None
+    if args.checkpoint is not None:
+        from boltzflow.transferable import load_tbg
+
+        model = load_tbg(args.checkpoint)
+        print(f"{args.checkpoint}: step {model.metadata.get('step')}, {args.n} samples each, "
+              f"RK4 × {args.rk4_steps}, no log q")
+        default = list(TEST_SEQUENCES)
+    else:
+        default = sorted(p.name for p in eval_dir.iterdir() if (p / "samples.npz").exists())
+    seqs = args.sequences.split(",") if args.sequences else default
     rows = []
     for seq in seqs:
         system = systems.get(f"dipeptide:{seq}")
-        x = Samples.load(eval_dir / seq / "samples.npz").x.to(torch.float64)
+        if model is not None:
+            x = flow_samples(model, system, args.n, args.rk4_steps)
+        else:
+            x = Samples.load(eval_dir / seq / "samples.npz").x.to(torch.float64)
         rep = validity(x, system)
         keep = rep.bonds_ok & rep.chirality_ok
         md = index.dataset(seq).positions[::10].to(torch.float64)
         ff = system.energy.to(torch.float64)
         kt = 0.0083144626 * system.temperature  # kJ/mol per kT
-        model, ref = ff.terms(x[keep]), ff.terms(md)
-        rows.append((seq, int(keep.sum()), {k: float(model[k].mean() - ref[k].mean()) / kt
-                                            for k in model}))
+        model_terms, ref = ff.terms(x[keep]), ff.terms(md)
+        rows.append((seq, f"{int(keep.sum())}/{len(x)}", {
+            k: float(model_terms[k].mean() - ref[k].mean()) / kt for k in model_terms
+        }))
     names = list(rows[0][2])
     print("| peptide | valid samples | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
     for seq, n, d in rows:
         print(f"| {seq} | {n} | " + " | ".join(f"{d[k]:+.1f}" for k in names) + " |")
+    means = {k: sum(d[k] for *_, d in rows) / len(rows) for k in names}
+    print("| **mean** | | " + " | ".join(f"{means[k]:+.1f}" for k in names) + " |")
 
 
 if __name__ == "__main__":

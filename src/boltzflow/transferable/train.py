@@ -206,9 +206,10 @@ def _check_run_dir(out: Path, config: TBGConfig, dataset: Path) -> None:
     path = out / CONFIG_NAME
     if path.exists() and (out / "checkpoint.pt").exists():
         previous = json.loads(path.read_text())
+        before = {**TBGConfig().to_dict(), **previous.get("config", {})}  # older runs lack new keys
         differing = sorted(
             k for k, v in record["config"].items()
-            if previous.get("config", {}).get(k) != v and k not in _RESUMABLE_CHANGES
+            if before.get(k) != v and k not in _RESUMABLE_CHANGES
         )
         if previous.get("dataset") != record["dataset"]:
             differing.append("dataset")
@@ -287,7 +288,8 @@ def train_tbg(
             p = peptides[pid]
             idx = torch.randint(len(p.frames), (k,), generator=gen)
             x0 = center(torch.randn(k, p.encoding.n_atoms, 3, generator=gen))
-            draws.append((p, x0, p.frames[idx] / scale, torch.rand(k, generator=gen)))
+            t = 1 - (1 - torch.rand(k, generator=gen)) ** config.time_power
+            draws.append((p, x0, p.frames[idx] / scale, t))
         n_real = sum(p.encoding.n_atoms * k for p, *_ in draws)
         seeds = [distributed.step_seed(config.seed, step, 1000 + j) for j in mine]
         loss = flow_matching_batch_loss(
