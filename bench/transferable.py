@@ -87,7 +87,6 @@ class Preset:
     max_samples: int
     probe_samples: int  # samples of the cost measurement
     sigma: float = 0.01  # width of the conditional path (field units)
-    time_power: float = 1.0  # t = 1 - (1 - U)^p in training
 
 
 PRESETS = {
@@ -153,7 +152,7 @@ def train(p: Preset, data: Path, run: Path, device: str):
         hidden=p.hidden, n_layers=p.n_layers, n_rbf=p.n_rbf, bond_graph=p.bond_graph,
         chiral=p.chiral, steps=p.steps,
         peptides_per_batch=p.peptides_per_batch, frames_per_peptide=p.frames_per_peptide,
-        lr=p.lr, sigma=p.sigma, time_power=p.time_power, warmup=min(100, p.steps // 10), bf16=True, bucket_size=p.bucket_size,
+        lr=p.lr, sigma=p.sigma, warmup=min(100, p.steps // 10), bf16=True, bucket_size=p.bucket_size,
         checkpoint_every=100, device=device, solver=p.solver, rk4_steps=p.rk4_steps,
         quadrature_nodes=p.quadrature_nodes, sample_batch=p.sample_batch,
     )
@@ -206,8 +205,6 @@ def main() -> None:
     )
     parser.add_argument("--sigma", type=float, default=None,
                         help="override the conditional path's width σ (field units) [0.01]")
-    parser.add_argument("--time-power", type=float, default=None,
-                        help="override the training-time power p, t = 1 - (1 - U)^p [1]")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples per test peptide (default: sized from the cost probe)")
     args = parser.parse_args()
@@ -218,9 +215,6 @@ def main() -> None:
     if args.sigma is not None and args.sigma != p.sigma:
         p = replace(p, sigma=args.sigma)
         name += f"-sigma{args.sigma:g}"
-    if args.time_power is not None and args.time_power != p.time_power:
-        p = replace(p, time_power=args.time_power)
-        name += f"-tp{args.time_power:g}"
     if args.encoding == "tbg-full":
         p = replace(p, n_rbf=0, bond_graph=False)
         name += "-tbg-full"

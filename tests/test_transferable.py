@@ -135,8 +135,6 @@ def test_config_is_validated():
         TBGConfig.from_dict({"n_layer": 3})
     with pytest.raises(ConfigError, match="'solver'"):
         TBGConfig(solver="euler")
-    with pytest.raises(ConfigError, match="'time_power' must be a positive number"):
-        TBGConfig(time_power=0)
 
 
 def test_dataset_encodings_equal_the_force_field_topology_encodings(dataset):
@@ -280,7 +278,7 @@ def test_training_lowers_the_loss_and_resume_equals_an_uninterrupted_run(dataset
     # a run written before a config key existed resumes (the key had its default)
     record_path = tmp_path / "resumed" / "tbg_config.json"
     record = json.loads(record_path.read_text())
-    del record["config"]["time_power"]
+    del record["config"]["chiral"]  # a key added after the first runs
     record_path.write_text(json.dumps(record))
     train_tbg(cfg, dataset, tmp_path / "resumed", progress=False, echo=None)
     full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
@@ -293,14 +291,6 @@ def test_training_lowers_the_loss_and_resume_equals_an_uninterrupted_run(dataset
     # a run directory refuses another configuration
     with pytest.raises(BoltzflowError, match="different configuration"):
         train_tbg(cfg.replace(hidden=8), dataset, tmp_path / "full", progress=False, echo=None)
-    with pytest.raises(BoltzflowError, match="keys: time_power"):
-        train_tbg(cfg.replace(time_power=2.0), dataset, tmp_path / "full", progress=False,
-                  echo=None)
-    # time_power moves the training times (same frames, priors and noise otherwise)
-    train_tbg(cfg.replace(steps=1, time_power=3.0), dataset, tmp_path / "late",
-              progress=False, echo=None)
-    first = [(tmp_path / d / "train_log.csv").read_text().splitlines()[1] for d in ("full", "late")]
-    assert first[0].split(",")[1] != first[1].split(",")[1]
     # more steps lower a fixed validation loss
     long = train_tbg(cfg.replace(steps=40, lr_schedule="cosine"), dataset, tmp_path / "long",
                      progress=False, echo=None)

@@ -39,11 +39,6 @@ class TBGConfig:
         warmup: linear warm-up steps.
         clip_grad: gradient-norm clipping threshold.
         sigma: width of the Gaussian around the straight conditional path (field units).
-        time_power: training times are ``t = 1 - (1 - U)^p`` with ``U`` uniform: ``p = 1``
-            uniform, ``p > 1`` more of them near the data end ``t = 1`` (``p = 2``: 32 % above
-            ``t = 0.9`` instead of 10 %), where the regression targets are nearly unambiguous
-            and bond lengths and angles are decided. The optimum field is the same for any
-            ``p``; what changes is where training spends its samples.
         minibatch_ot: re-assign prior to data samples among the frames of one peptide.
         bf16: bfloat16 autocast of the field's forward pass in training.
         bucket_size: peptides per padded forward pass, grouped by atom count (less padding
@@ -75,7 +70,6 @@ class TBGConfig:
     warmup: int = 100
     clip_grad: float = 10.0
     sigma: float = 0.01
-    time_power: float = 1.0
     minibatch_ot: bool = True
     bf16: bool = False
     bucket_size: int = 4
@@ -119,7 +113,6 @@ class TBGConfig:
         for key in ("lr", "clip_grad"):
             _check(getattr(self, key) > 0, key, "a positive number", getattr(self, key))
         _check(self.sigma >= 0, "sigma", "a number >= 0", self.sigma)
-        _check(self.time_power > 0, "time_power", "a positive number", self.time_power)
         _check(self.lr_schedule in SCHEDULES, "lr_schedule", " or ".join(SCHEDULES), self.lr_schedule)
         _check(self.device in DEVICES, "device", " or ".join(DEVICES), self.device)
         _check(self.solver in SOLVERS, "solver", " or ".join(SOLVERS), self.solver)

@@ -288,8 +288,7 @@ def train_tbg(
             p = peptides[pid]
             idx = torch.randint(len(p.frames), (k,), generator=gen)
             x0 = center(torch.randn(k, p.encoding.n_atoms, 3, generator=gen))
-            t = 1 - (1 - torch.rand(k, generator=gen)) ** config.time_power
-            draws.append((p, x0, p.frames[idx] / scale, t))
+            draws.append((p, x0, p.frames[idx] / scale, torch.rand(k, generator=gen)))
         n_real = sum(p.encoding.n_atoms * k for p, *_ in draws)
         seeds = [distributed.step_seed(config.seed, step, 1000 + j) for j in mine]
         loss = flow_matching_batch_loss(
