@@ -139,6 +139,10 @@ def sample_cmd(
     solver_steps: int | None = typer.Option(
         None, "--solver-steps", min=1, help="With --checkpoint: RK4 steps [the model's]."
     ),
+    quadrature_power: float | None = typer.Option(
+        None, "--quadrature-power", min=1.0,
+        help="With --checkpoint: gauss-legendre grid t = 1 - (1 - s)^p [the model's].",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Draw samples with log_q, energies and importance weights into RUN/samples.npz.
@@ -156,7 +160,7 @@ def sample_cmd(
         sample_command(
             checkpoint=checkpoint, system=system, n=n, out=out, reference=reference, seed=seed,
             device=device, solver=solver, solver_steps=solver_steps, progress=progress,
-            echo=typer.echo,
+            echo=typer.echo, quadrature_power=quadrature_power,
         )
         return
     if run is None:
@@ -189,6 +193,10 @@ def evaluate_cmd(
     solver_steps: int | None = typer.Option(
         None, "--solver-steps", min=1, help="With --checkpoint: RK4 steps [the model's]."
     ),
+    quadrature_power: float | None = typer.Option(
+        None, "--quadrature-power", min=1.0,
+        help="With --checkpoint: gauss-legendre grid t = 1 - (1 - s)^p [the model's].",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Compute metrics (ESS, clipped ESS, NLL, ΔF) and write metrics.json, figures, report.md.
@@ -205,7 +213,7 @@ def evaluate_cmd(
         evaluate_command(
             checkpoint=checkpoint, dataset=dataset, split=split, n_samples=n_samples, out=out,
             seed=seed, device=device, solver=solver, solver_steps=solver_steps, plots=plots,
-            progress=progress, echo=typer.echo,
+            progress=progress, echo=typer.echo, quadrature_power=quadrature_power,
         )
         return
     if run is None:

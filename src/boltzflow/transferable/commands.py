@@ -49,13 +49,18 @@ def train_command(
         )
 
 
-def _load(checkpoint: Path, device: str | None, solver: str | None, steps: int | None):
+def _load(
+    checkpoint: Path, device: str | None, solver: str | None, steps: int | None,
+    quadrature_power: float | None = None,
+):
     """The model, on ``device``, with the sampling integrator overridden where given."""
     from .model import load_tbg
     from .train import _device
 
     model = load_tbg(checkpoint, device=_device(device or "cpu"))
-    model.config = model.config.replace(solver=solver, rk4_steps=steps)
+    model.config = model.config.replace(
+        solver=solver, rk4_steps=steps, quadrature_power=quadrature_power
+    )
     return model
 
 
@@ -89,6 +94,7 @@ def sample_command(
     solver_steps: int | None,
     progress: bool,
     echo: Echo,
+    quadrature_power: float | None = None,
 ) -> None:
     """``boltzflow sample --checkpoint CKPT --system dipeptide:NY -n N [--out DIR]``.
 
@@ -99,7 +105,7 @@ def sample_command(
 
     if system is None:
         raise BoltzflowError("--checkpoint needs --system, e.g. --system dipeptide:NY")
-    model = _load(checkpoint, device, solver, solver_steps)
+    model = _load(checkpoint, device, solver, solver_steps, quadrature_power)
     out = out or Path("runs") / f"tbg-samples-{system.replace(':', '-')}"
     result = sample_peptide(
         model, system, n, out=out, reference=_reference_frames(reference, system),
@@ -127,13 +133,14 @@ def evaluate_command(
     plots: bool,
     progress: bool,
     echo: Echo,
+    quadrature_power: float | None = None,
 ) -> None:
     """``boltzflow evaluate --checkpoint CKPT --dataset DIR --split test [--n-samples N] --out DIR``."""
     from .evaluate import evaluate_split, format_table
 
     if dataset is None:
         raise BoltzflowError("--checkpoint needs --dataset DIR (a dipeptide dataset with MD)")
-    model = _load(checkpoint, device, solver, solver_steps)
+    model = _load(checkpoint, device, solver, solver_steps, quadrature_power)
     out = out or Path(checkpoint).resolve().parent / f"eval-{split}"
     result = evaluate_split(
         model, dataset, out, split=split, n_samples=n_samples,

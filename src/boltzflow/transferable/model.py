@@ -75,7 +75,7 @@ class TBGModel:
         if solver is None and cfg.solver == "gauss-legendre":
             cnf = QuadratureCNF(
                 self.field, context, nodes=cfg.quadrature_nodes, rk4_steps=cfg.rk4_steps,
-                divergence=divergence,
+                divergence=divergence, time_power=cfg.quadrature_power,
             )
         else:
             if solver is None:
@@ -107,9 +107,13 @@ def describe_solver(config: TBGConfig) -> str:
         return f"RK4 × {config.rk4_steps} steps, exact divergence at every stage"
     if config.solver == "dopri5":
         return "adaptive Dopri5 (rtol = atol = 1e-5), exact divergence"
+    warp = (
+        f", both in s with t = 1 − (1 − s)^{config.quadrature_power:g}"
+        if config.quadrature_power != 1 else ""
+    )
     return (
         f"RK4 × {config.rk4_steps} steps, log-det by {config.quadrature_nodes}-node "
-        "Gauss–Legendre quadrature of the exact divergence"
+        f"Gauss–Legendre quadrature of the exact divergence{warp}"
     )
 
 

@@ -41,7 +41,7 @@ CONFIG_NAME = "tbg_config.json"
 #: Config keys a resumed run may change: the length, the device and the sampling defaults.
 _RESUMABLE_CHANGES = (
     "steps", "device", "checkpoint_every", "solver", "rk4_steps", "quadrature_nodes",
-    "sample_batch",
+    "quadrature_power", "sample_batch",
 )
 
 
