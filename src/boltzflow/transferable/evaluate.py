@@ -147,7 +147,8 @@ def evaluate_split(
         if cached is not None:
             result = analyze_samples(
                 systems.get(entry.system_id), cached, reference,
-                out_dir=pep_dir if plots else None, seed=seed, mirror=mirror_fix_applies(model),
+                out_dir=pep_dir if plots else None, seed=seed + k,  # as when it was sampled
+                mirror=mirror_fix_applies(model),
             )
             previous = json.loads((pep_dir / METRICS_NAME).read_text())
             for key in ("sample_seconds", "sample_seconds_per_sample"):
