@@ -89,10 +89,9 @@ def main() -> None:
         rep = validity(x, system)
         keep = rep.bonds_ok & rep.chirality_ok
         ff = system.energy.to(torch.float64)
-        kt = 0.0083144626 * system.temperature  # kJ/mol per kT
         model_terms, ref = ff.terms(x[keep]), ff.terms(md)
         rows.append((seq, f"{int(keep.sum())}/{len(x)}", {
-            k: float(model_terms[k].mean() - ref[k].mean()) / kt for k in model_terms
+            k: float(model_terms[k].mean() - ref[k].mean()) / ff.kT for k in model_terms
         }))
     names = list(rows[0][2])
     print("| peptide | valid samples | " + " | ".join(names) + " |")
