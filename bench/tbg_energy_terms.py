@@ -14,6 +14,12 @@ Two sources of samples:
     .venv/bin/python bench/tbg_energy_terms.py [--out runs/bench-tbg] [--preset cpu] [AC,NY,KI]
     .venv/bin/python bench/tbg_energy_terms.py --checkpoint runs/bench-tbg/run-cpu [--n 64]
     .venv/bin/python bench/tbg_energy_terms.py --md-noise 0.0022 AC,AA
+    .venv/bin/python bench/tbg_energy_terms.py --spread --preset cpu-sigma0.001-q12x24p2
+
+``--spread``: instead of the means, how widely the energies of the valid samples spread (robust
+standard deviation, IQR / 1.349, in kT), the model's next to MD's, and, for saved evaluation
+samples, the spread of ``log q`` and of the log-weights. A Kish ESS of a few per cent needs
+log-weights that spread by a nat or two; this shows which terms stand in the way.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ def main() -> None:
     parser.add_argument("--rk4-steps", type=int, default=16)
     parser.add_argument("--md-noise", type=float, default=None,
                         help="noisy MD frames (noise in nm) instead of model samples")
+    parser.add_argument("--spread", action="store_true",
+                        help="robust spread of the energies (and log q, log w) instead of means")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from boltzflow import systems
@@ -75,7 +83,7 @@ def main() -> None:
     else:
         default = sorted(p.name for p in eval_dir.iterdir() if (p / "samples.npz").exists())
     seqs = args.sequences.split(",") if args.sequences else default
-    rows = []
+    rows, spreads = [], []
     for seq in seqs:
         system = systems.get(f"dipeptide:{seq}")
         md = index.dataset(seq).positions[::10].to(torch.float64)
@@ -85,14 +93,26 @@ def main() -> None:
             x = md + args.md_noise * torch.randn(md.shape, generator=torch.Generator().manual_seed(0),
                                                  dtype=md.dtype)
         else:
-            x = Samples.load(eval_dir / seq / "samples.npz").x.to(torch.float64)
+            saved = Samples.load(eval_dir / seq / "samples.npz")
+            x = saved.x.to(torch.float64)
         rep = validity(x, system)
         keep = rep.bonds_ok & rep.chirality_ok
         ff = system.energy.to(torch.float64)
         model_terms, ref = ff.terms(x[keep]), ff.terms(md)
+        if args.spread:
+            extra = {}
+            if model is None and args.md_noise is None:
+                extra = {"log q": saved.log_q[keep].double(), "log w": saved.log_w[keep].double()}
+            spreads.append((seq, f"{int(keep.sum())}/{len(x)}",
+                            _spread(model_terms, ff.kT), _spread(ref, ff.kT),
+                            {k: _sd(v) for k, v in extra.items()}))
+            continue
         rows.append((seq, f"{int(keep.sum())}/{len(x)}", {
             k: float(model_terms[k].mean() - ref[k].mean()) / ff.kT for k in model_terms
         }))
+    if args.spread:
+        _print_spreads(spreads)
+        return
     names = list(rows[0][2])
     print("| peptide | valid samples | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -100,6 +120,30 @@ def main() -> None:
         print(f"| {seq} | {n} | " + " | ".join(f"{d[k]:+.1f}" for k in names) + " |")
     means = {k: sum(d[k] for *_, d in rows) / len(rows) for k in names}
     print("| **mean** | | " + " | ".join(f"{means[k]:+.1f}" for k in names) + " |")
+
+
+def _sd(v: torch.Tensor) -> float:
+    """Robust standard deviation: interquartile range / 1.349 (a Gaussian's sd)."""
+    q = torch.quantile(v.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
+    return float(q[1] - q[0]) / 1.349
+
+
+def _spread(terms: dict[str, torch.Tensor], kT: float) -> dict[str, float]:
+    """Robust sd (kT) of the total energy, of bonds + angles, and of everything else."""
+    total = sum(terms.values()) / kT
+    bonded = (terms["bond"] + terms["angle"]) / kT
+    return {"u": _sd(total), "bond + angle": _sd(bonded), "rest": _sd(total - bonded)}
+
+
+def _print_spreads(spreads) -> None:
+    names = list(spreads[0][2])
+    extra = list(spreads[0][4])
+    print("robust sd (IQR / 1.349) over the valid samples, kT: model / MD")
+    print("| peptide | valid samples | " + " | ".join(names + extra) + " |")
+    print("|---|---|" + "---|" * (len(names) + len(extra)))
+    for seq, n, m, md, ex in spreads:
+        cells = [f"{m[k]:.1f} / {md[k]:.1f}" for k in names] + [f"{ex[k]:.1f}" for k in extra]
+        print(f"| {seq} | {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from boltzflow.transferable import (
     molecule_ot,
     train_tbg,
 )
-from boltzflow.transferable.evaluate import evaluate_split
+from boltzflow.transferable.evaluate import evaluate_split, format_table
 from boltzflow.transferable.sample import analyze_samples, sample_peptide
 
 TINY = dict(hidden=16, n_layers=2, peptides_per_batch=2, frames_per_peptide=4, warmup=0,
@@ -317,7 +317,11 @@ def test_checkpoint_restores_the_field_with_its_options(dataset, tmp_path):
     # a chiral model's samples get no mirror fix, and its report says so
     result = sample_peptide(loaded, "dipeptide:AC", 4, out=tmp_path / "AC", plots=False)
     assert result.metrics["n_mirrored"] == 0
-    assert "**No mirror fix.**" in (tmp_path / "AC" / "report.md").read_text()
+    report = (tmp_path / "AC" / "report.md").read_text()
+    assert "**No mirror fix.**" in report
+    # 4 samples can hold at most 4 effective ones: the report warns about the reweighted numbers
+    assert result.metrics["ess_samples"] == pytest.approx(4 * result.metrics["ess"])
+    assert "**Few effective samples" in report
     with pytest.raises(BoltzflowError, match="not a transferable"):
         from boltzflow.training import save_checkpoint
 
@@ -435,6 +439,19 @@ def test_validity_catches_mirrored_and_wrongly_bonded_samples(dataset):
     # a chiral model's density is not mirror-symmetric: no fix, the D sample is invalid
     chiral = analyze_samples(system, samples, md, mirror=False).metrics
     assert chiral["n_mirrored"] == 0 and chiral["fraction_valid"] == pytest.approx(3 / 6)
+
+
+def test_evaluation_table_counts_effective_samples_and_flags_the_few():
+    rows = {
+        "AC": {"n_samples": 100, "ess": 0.5, "ess_samples": 50.0},
+        "NY": {"n_samples": 100, "ess": 0.01, "ess_samples": 1.0},
+        "KI": {"n_samples": 200, "ess": 0.04},  # written before ess_samples existed: 8 samples
+    }
+    table = format_table(rows, {"ess": 0.18, "ess_samples": 25.5})
+    assert "| AC | 100 | 50.00% | 50.0 |" in table and "| NY | 100 | 1.00% | 1.0 |" in table
+    assert "| **mean** | | 18.00% | 25.5 |" in table
+    assert "for 2 of 3 peptides (NY, KI)" in table
+    assert "Fewer than" not in format_table({"AC": rows["AC"]}, {})
 
 
 def test_evaluate_over_the_test_split_writes_table_json_and_grid(dataset, trained, tmp_path, capsys):

@@ -23,6 +23,7 @@ from ..io import write_text_atomic
 from ..sampling import Samples
 from .model import TBGModel, describe_solver
 from .sample import (
+    FEW_EFFECTIVE_SAMPLES,
     METRICS_NAME,
     SAMPLES_NAME,
     PeptideResult,
@@ -40,6 +41,7 @@ GRID_NAME = "ramachandran_grid.png"
 #: ``(metric key, column header, format)`` of the per-peptide table.
 COLUMNS = (
     ("ess", "ESS", "{:.2%}"),
+    ("ess_samples", "ESS n", "{:.1f}"),
     ("fraction_valid", "valid", "{:.1%}"),
     ("fraction_mirrored", "mirrored", "{:.1%}"),
     ("energy_w2_model", "E-W2 raw", "{:.3g}"),
@@ -85,7 +87,19 @@ def format_table(rows: dict[str, dict[str, Any]], means: dict[str, Any]) -> str:
     if better is not None:
         lines += ["", f"Reweighted T-W2 below raw T-W2 for {better} of {means['n_compared']} "
                       "peptides."]
+    few = [seq for seq, m in rows.items() if _effective_samples(m) < FEW_EFFECTIVE_SAMPLES]
+    if few:
+        lines += ["", f"Fewer than {FEW_EFFECTIVE_SAMPLES} effective samples for {len(few)} of "
+                      f"{len(rows)} peptides ({', '.join(few)}): their reweighted columns (rw) "
+                      "rest on a handful of samples and are not estimates to trust."]
     return "\n".join(lines)
+
+
+def _effective_samples(m: dict[str, Any]) -> float:
+    """Kish effective samples of a row (rows written before ``ess_samples`` existed too)."""
+    if m.get("ess_samples") is not None:
+        return float(m["ess_samples"])
+    return float(m.get("ess") or 0.0) * float(m.get("n_samples") or 0)
 
 
 def evaluate_split(

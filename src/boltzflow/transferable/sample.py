@@ -132,6 +132,7 @@ def analyze_samples(
         "n_mirrored": fix.n_fixed,
         "fraction_mirrored": fix.n_fixed / max(1, len(samples)),
         **result.metrics,
+        "ess_samples": result.metrics["ess"] * len(samples),
         "ess_clipped": effective_sample_size_clipped(log_w, clip_fraction),
         "clip_fraction": clip_fraction,
         "n_nonfinite_before_validity": int((~torch.isfinite(samples.log_w)).sum()),
@@ -207,6 +208,10 @@ def sample_peptide(
     return result
 
 
+#: Below this many effective samples a peptide's reweighted numbers rest on a handful of
+#: samples (one carries all the weight at 1); reports and tables say so.
+FEW_EFFECTIVE_SAMPLES = 10
+
 _LABELS = {
     "n_samples": "samples (each with exact log q)",
     "n_mirrored": "samples mirrored (all Cα were D; x → −x)",
@@ -214,6 +219,7 @@ _LABELS = {
     "n_invalid_bonds": "samples with a wrong bond graph",
     "n_invalid_chirality": "samples with a D or mixed Cα chirality left",
     "ess": "ESS (Kish, fraction of all samples; invalid ones weigh 0)",
+    "ess_samples": "effective samples (Kish ESS × samples)",
     "ess_clipped": "ESS, clipped",
     "dF_phi_md": "ΔF(φ>0 − φ<0), MD (kT)",
     "dF_phi_model": "ΔF(φ>0 − φ<0), raw model (kT)",
@@ -250,6 +256,15 @@ def write_peptide_report(path: Path, model: TBGModel, result: PeptideResult) -> 
         if f"{key}_stderr" in m and m[f"{key}_stderr"] is not None:
             shown += f" ± {m[key + '_stderr']:.2g}"
         lines.append(f"| {label} | {shown} |")
+    if m.get("ess_samples") is not None and m["ess_samples"] < FEW_EFFECTIVE_SAMPLES:
+        lines += [
+            "",
+            f"**Few effective samples ({m['ess_samples']:.1f}).** The importance weights are "
+            "dominated by a few samples, so every reweighted number above (ΔF rw, E-W2 rw, "
+            "T-W2 rw, the reweighted plots) rests on them and is not an estimate to trust; the "
+            "raw model's numbers are unaffected. More samples help only if the ESS fraction is "
+            "not itself the problem (then a better-trained model is).",
+        ]
     if not mirror_fix_applies(model):
         lines += [
             "",
