@@ -33,9 +33,12 @@ Budgets (``--preset``):
   main failure; the chiral field removes it (``bench/tbg_chirality.py``).
 * **quick**: 12 training dipeptides × 10 ps, 3 test × 50 ps, EGNN 2 × 16, 60 steps, 32 samples
   per test peptide: a smoke run of every phase in a few minutes.
-* **cuda** (``--device cuda``): the same data (16 MD workers where there are 16 cores), EGNN
-  5 × 64, 8000 steps of 32 peptides × 8 frames in one padded batch, the log-det by 12-node
-  Gauss–Legendre quadrature along an RK4 × 32 trajectory, 2000 samples per test peptide.
+* **cuda** (``--device cuda``), sized for one 10-minute call of a lent GPU machine
+  (``bench/tbg_device.sh`` carries the wheels and the MD there): the same data (built here
+  first), EGNN 5 × 64 with ``sigma`` 0.001, 32 peptides × 8 frames per step in one padded
+  batch, as many steps as fit in 270 s (``--train-budget``; timed on a 40-step probe, at most
+  30000), the log-det by 12-node Gauss–Legendre quadrature along RK4 × 32 on the grid crowded
+  toward t = 1 (power 2), a 150 s sampling budget (100–2000 samples per test peptide).
 
 Numbers are wall-clock on this machine; the table's ESS and W2 from a few hundred samples are
 noisy, and the script prints the sample count it used.
@@ -88,6 +91,7 @@ class Preset:
     probe_samples: int  # samples of the cost measurement
     sigma: float = 0.01  # width of the conditional path (field units)
     quadrature_power: float = 1.0  # sampling grid t = 1 - (1 - s)^p
+    train_budget_s: float = 0.0  # > 0: as many steps (up to `steps`) as fit, from a timed probe
 
 
 PRESETS = {
@@ -108,11 +112,13 @@ PRESETS = {
         sample_budget_s=60.0, min_samples=32, max_samples=32, probe_samples=4,
     ),
 }
+# Sized for one call of a lent GPU machine (10 minutes a command, 15 minutes in all; the MD
+# travels with it): training gets 4.5 minutes, sampling 2.5, the rest is set-up and analysis.
 PRESETS["cuda"] = replace(
-    PRESETS["cpu"], workers=min(16, os.cpu_count() or 1), hidden=64, n_layers=5, steps=8000,
-    peptides_per_batch=32, bucket_size=0,
-    quadrature_nodes=12, rk4_steps=32, sample_batch=500, sample_budget_s=3600.0, min_samples=2000,
-    max_samples=2000, probe_samples=200,
+    PRESETS["cpu"], workers=min(16, os.cpu_count() or 1), hidden=64, n_layers=5, steps=30000,
+    train_budget_s=270.0, peptides_per_batch=32, bucket_size=0, sigma=0.001,
+    quadrature_nodes=12, rk4_steps=32, quadrature_power=2.0, sample_batch=500,
+    sample_budget_s=150.0, min_samples=100, max_samples=2000, probe_samples=100,
 )
 
 
@@ -149,6 +155,8 @@ def build_data(p: Preset, data: Path) -> tuple[list[str], list[str]]:
 def train(p: Preset, data: Path, run: Path, device: str):
     from boltzflow.transferable import TBGConfig, load_tbg, train_tbg
 
+    if p.train_budget_s > 0:
+        p = replace(p, steps=_steps_within_budget(p, data, run, device))
     cfg = TBGConfig(
         hidden=p.hidden, n_layers=p.n_layers, n_rbf=p.n_rbf, bond_graph=p.bond_graph,
         chiral=p.chiral, steps=p.steps,
@@ -165,6 +173,37 @@ def train(p: Preset, data: Path, run: Path, device: str):
         quadrature_power=p.quadrature_power,
     )
     return model
+
+
+PROBE_STEPS = 40
+
+
+def _steps_within_budget(p: Preset, data: Path, run: Path, device: str) -> int:
+    """Training steps that fit ``p.train_budget_s`` (at most ``p.steps``).
+
+    Timed on a throw-away run of :data:`PROBE_STEPS` steps: the seconds per step between its
+    first and last log rows (start-up and the first steps' warm-up excluded), with a 10 %
+    margin for checkpoints. A run directory that already holds a configuration keeps its step
+    count, so an interrupted run resumes to the same end.
+    """
+    import csv
+    import shutil
+
+    saved = run / "tbg_config.json"
+    if saved.exists():
+        return int(json.loads(saved.read_text())["config"]["steps"])
+    probe = run.with_name(run.name + "-probe")
+    shutil.rmtree(probe, ignore_errors=True)
+    train(replace(p, steps=PROBE_STEPS, train_budget_s=0.0), data, probe, device)
+    with (probe / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    shutil.rmtree(probe, ignore_errors=True)
+    first, last = rows[0], rows[-1]
+    per_step = (float(last["time"]) - float(first["time"])) / (int(last["step"]) - int(first["step"]))
+    steps = max(PROBE_STEPS, min(p.steps, int(0.9 * p.train_budget_s / per_step)))
+    _stamp(f"training budget {p.train_budget_s:.0f} s at {per_step * 1000:.0f} ms per step "
+           f"(probe of {PROBE_STEPS}) → {steps} steps")
+    return steps
 
 
 def measure_cost(model, p: Preset, test: list[str], data: Path) -> dict:
@@ -219,6 +258,9 @@ def main() -> None:
     parser.add_argument("--quadrature", type=str, default=None, metavar="NODES,STEPS,POWER",
                         help="sampling integrator: Gauss–Legendre nodes, RK4 steps, grid power "
                         "(t = 1 - (1 - s)^POWER) [8,16,1]; evaluates into its own directory")
+    parser.add_argument("--train-budget", type=float, default=None, metavar="SECONDS",
+                        help="train as many steps (up to the preset's) as fit in SECONDS, "
+                        "timed on a 40-step probe [cuda: 270; others: the preset's steps]")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples per test peptide (default: sized from the cost probe)")
     args = parser.parse_args()
@@ -226,6 +268,8 @@ def main() -> None:
     p = PRESETS[name]
     if args.steps is not None:
         p = replace(p, steps=args.steps)
+    if args.train_budget is not None:
+        p = replace(p, train_budget_s=args.train_budget)
     if args.sigma is not None and args.sigma != p.sigma:
         p = replace(p, sigma=args.sigma)
         name += f"-sigma{args.sigma:g}"
@@ -279,7 +323,8 @@ def main() -> None:
     print("\nwall clock: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
           + f" (total {sum(seconds.values()) / 60:.1f} min)")
     print(f"table: {result.table}\ngrid:  {result.grid}")
-    summary = {"preset": name, "settings": p.__dict__, "cost": cost, "n_samples": n,
+    summary = {"preset": name, "settings": p.__dict__, "steps_trained": model.metadata.get("step"),
+               "cost": cost, "n_samples": n,
                "seconds": seconds, "means": result.means}
     (out / f"summary-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
