@@ -262,8 +262,7 @@ def write_peptide_report(path: Path, model: TBGModel, result: PeptideResult) -> 
             f"**Few effective samples ({m['ess_samples']:.1f}).** The importance weights are "
             "dominated by a few samples, so every reweighted number above (ΔF rw, E-W2 rw, "
             "T-W2 rw, the reweighted plots) rests on them and is not an estimate to trust; the "
-            "raw model's numbers are unaffected. More samples help only if the ESS fraction is "
-            "not itself the problem (then a better-trained model is).",
+            "raw model's numbers are unaffected.",
         ]
     if not mirror_fix_applies(model):
         lines += [
