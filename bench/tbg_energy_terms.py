@@ -86,6 +86,7 @@ def main() -> None:
     rows, spreads = [], []
     for seq in seqs:
         system = systems.get(f"dipeptide:{seq}")
+        saved = None  # an evaluation's samples, with their log q and log w
         md = index.dataset(seq).positions[::10].to(torch.float64)
         if model is not None:
             x = flow_samples(model, system, args.n, args.rk4_steps)
@@ -100,9 +101,7 @@ def main() -> None:
         ff = system.energy.to(torch.float64)
         model_terms, ref = ff.terms(x[keep]), ff.terms(md)
         if args.spread:
-            extra = {}
-            if model is None and args.md_noise is None:
-                extra = {"log q": saved.log_q[keep].double(), "log w": saved.log_w[keep].double()}
+            extra = {} if saved is None else {"log q": saved.log_q[keep], "log w": saved.log_w[keep]}
             spreads.append((seq, f"{int(keep.sum())}/{len(x)}",
                             _spread(model_terms, ff.kT), _spread(ref, ff.kT),
                             {k: _sd(v) for k, v in extra.items()}))

@@ -25,8 +25,9 @@ Budgets (``--preset``):
   drop the edge features: the paper's encoding alone), 5000 steps of 16 peptides × 8 frames
   with bf16 autocast, lr 5e-3 cosine (≈ 0.5 s per step: ≈ 42 min); the log-det by 8-node
   Gauss–Legendre quadrature along an RK4 × 16 trajectory, 0.3 s (24 atoms) to 1.4 s (36 atoms,
-  loaded) per sample, log q within ≈ 0.05–0.4 nats of RK4 × 20 (measured before the probe moved to a finer reference); a 35-minute sampling budget
-  over the 14 test peptides, so ≈ 100–300 samples per peptide. Results: ``docs/benchmarks.md``.
+  loaded) per sample, log q within ≈ 0.05–0.4 nats of RK4 × 20 (measured before the probe moved
+  to a finer reference); a 35-minute sampling budget over the 14 test peptides, so ≈ 100–300
+  samples per peptide. Results: ``docs/benchmarks.md``.
 
   Earlier pilots (80 training peptides, 2000 steps, the E(3) field with the mirror fix) gave
   21–48 % valid samples on unseen peptides, mixed Cα chiralities (30–40 % of samples) being the
