@@ -270,6 +270,8 @@ def main() -> None:
     if args.steps is not None:
         p = replace(p, steps=args.steps)
     if args.train_budget is not None:
+        if args.train_budget <= 0:
+            parser.error(f"--train-budget must be > 0 seconds, got {args.train_budget:g}")
         p = replace(p, train_budget_s=args.train_budget)
     if args.sigma is not None and args.sigma != p.sigma:
         p = replace(p, sigma=args.sigma)
