@@ -14,6 +14,7 @@ The settings are ``boltzflow.presets.QUALITY_ALDP`` (= ``boltzflow demo --qualit
 
     .venv/bin/python bench/aldp.py                  # see docs/benchmarks.md
     .venv/bin/python bench/aldp.py --quick          # smoke run (a few minutes)
+    .venv/bin/python bench/aldp.py --config '{"internal.n_layers": 10}' --name layers10
 
 The ΔF error bars: for the model, a bootstrap over the (weighted) samples; for MD, the bootstrap
 over frames treats correlated frames as independent, so the table also gives a block estimate
@@ -23,6 +24,7 @@ over frames treats correlated frames as independent, so the table also gives a b
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import time
@@ -30,16 +32,15 @@ from pathlib import Path
 
 import torch
 
-from boltzflow import pipeline, systems
+from boltzflow import runs, systems
 from boltzflow.analysis.dihedrals import ramachandran_angles
-from boltzflow.config import TrainConfig
 from boltzflow.data import Dataset
 from boltzflow.md import geometric_temperatures, simulate
+from boltzflow.models import override_config
 from boltzflow.presets import QUALITY_ALDP
 
 MD = {k: v for k, v in QUALITY_ALDP.md.items() if k not in ("ns", "replicas", "t_max")}
 REPLICAS, T_MAX = QUALITY_ALDP.md["replicas"], QUALITY_ALDP.md["t_max"]
-CONFIG = {"system": QUALITY_ALDP.system, **QUALITY_ALDP.train}
 
 
 def block_free_energy(phi: torch.Tensor, n_blocks: int) -> tuple[float, float]:
@@ -63,23 +64,30 @@ def main() -> None:
                         help="MD production length (ns)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-aldp"))
     parser.add_argument("--steps", type=int, default=None, help="override training steps")
-    parser.add_argument("--kl-start", type=int, default=None, help="override kl_start")
+    parser.add_argument("--kl-start", type=int, default=None, help="override internal.kl_start")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--blocks", type=int, default=10, help="blocks for the MD ΔF error")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="short MD and training")
-    parser.add_argument("--config", type=str, default="", help="JSON dict of config overrides")
+    parser.add_argument("--config", type=str, default="",
+                        help="JSON dict of section.key overrides, e.g. "
+                        "'{\"internal.hidden\": [256, 256]}'")
     parser.add_argument("--name", type=str, default="run", help="run directory name under --out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = json.loads(args.config) if args.config else {}
+    flat = [k for k in overrides if "." not in k]
+    if flat:
+        parser.error(f"--config keys are section.key (e.g. train.steps, internal.kl_start), "
+                     f"got {', '.join(flat)}")
     if args.quick:
         args.ns, args.samples = 0.2, 10_000
-        overrides = {"steps": 200, "kl_start": 100, "n_test": 400, **overrides}
+        overrides = {"train.steps": 200, "internal.kl_start": 100, "system.n_test": 400,
+                     **overrides}
     if args.steps is not None:
-        overrides["steps"] = args.steps
+        overrides["train.steps"] = args.steps
     if args.kl_start is not None:
-        overrides["kl_start"] = args.kl_start
+        overrides["internal.kl_start"] = args.kl_start
 
     system = systems.get("aldp-implicit")
     md_dir = args.out / ("md-quick" if args.quick else "md")
@@ -89,18 +97,19 @@ def main() -> None:
     t_md = time.perf_counter() - t0
     print(f"MD: {len(dataset)} frames in {md_dir} ({t_md:.0f} s this session)", flush=True)
 
-    cfg = TrainConfig.from_dict({**CONFIG, "data": str(md_dir), "n_samples": args.samples,
-                                 **overrides})
+    cfg = override_config(QUALITY_ALDP.config(data=str(md_dir)),
+                          {"sample.n_samples": args.samples, **overrides})
     run_dir = args.out / (f"{args.name}-quick" if args.quick else args.name)
     t0 = time.perf_counter()
-    run = pipeline.train(cfg, run_dir, progress=False)
+    run = runs.train(cfg, run_dir, progress=False)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pipeline.sample(run, args.samples, progress=False)
+    runs.sample(run, args.samples, progress=False)
     t_sample = time.perf_counter() - t0
-    m = pipeline.evaluate(run, plots=True)
-    log = (run_dir / "train_log.csv").read_text().splitlines()
-    train_seconds = float(log[-1].split(",")[-1]) if len(log) > 1 else t_train
+    m = runs.evaluate(run, plots=True)
+    with (run_dir / "train_log.csv").open() as f:
+        log = list(csv.DictReader(f))
+    train_seconds = float(log[-1]["time"]) if log else t_train
 
     phi_md, _ = ramachandran_angles(system, Dataset.load(md_dir).positions.to(torch.float64))
     df_md, df_md_block = block_free_energy(phi_md, args.blocks)
@@ -113,21 +122,23 @@ def main() -> None:
         v = m.get(key)
         return "n/a" if v is None else f"{v:.2f} ± {m.get(key + '_stderr', math.nan):.2f}"
 
+    p = cfg.params  # the internal-coordinate flow's section
     rows = [
         ("MD reference", f"{args.ns:g} ns PT ({REPLICAS} replicas 300-{T_MAX:g} K), "
          f"{len(dataset)} frames every {MD['frame_interval_ps']} ps, φ>0 fraction "
          f"{m['md_fraction_phi_pos']:.2%}"),
-        ("training", f"{cfg.n_layers} layers × {cfg.hidden}, {cfg.n_bins} bins; {cfg.steps} steps "
-         f"(NLL, + {cfg.w_kl:g}·KL from step {cfg.kl_start}); {t_train:.0f} s"),
+        ("training", f"{p.n_layers} layers × {p.hidden}, {p.n_bins} bins; {cfg.train.steps} "
+         f"steps (NLL, + {p.w_kl:g}·KL from step {p.kl_start}); {t_train:.0f} s"),
         ("samples", f"{m['n_samples']:,}; sampling + energies {t_sample:.0f} s"),
         ("valid samples", f"{m['fraction_valid']:.2%}"),
         ("ESS (Kish)", f"{m['ess']:.2%}"),
-        (f"ESS, clipped ({cfg.clip_fraction:.1%} largest weights)", f"{m['ess_clipped']:.2%}"),
+        (f"ESS, clipped ({cfg.sample.clip_fraction:.1%} largest weights)",
+         f"{m['ess_clipped']:.2%}"),
         ("NLL, held-out MD frames (nats)", f"{m['nll']:.2f}"),
         ("ΔF(φ>0 − φ<0), reweighted model (kT)", pm("dF_phi_reweighted")),
         ("ΔF(φ>0 − φ<0), raw model (kT)", pm("dF_phi_model")),
         ("ΔF(φ>0 − φ<0), MD (kT; bootstrap / block error)",
-         f"{m['dF_phi_md']:.2f} ± {m['dF_phi_md_stderr']:.2f} / ± {df_md_block:.2f}"),
+         f"{pm('dF_phi_md')} / ± {df_md_block:.2f}"),
         ("energy W2 vs MD, raw / reweighted (kT)",
          f"{m.get('energy_w2_model', math.nan):.3f} / {m.get('energy_w2_reweighted', math.nan):.3f}"),
         ("torus W2 (φ, ψ) vs MD, raw / reweighted (rad)",

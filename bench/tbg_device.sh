@@ -11,9 +11,10 @@
 #   #       timeout_s=600)
 #
 # `run` installs the wheels into /tmp/site, runs the benchmark on the carried MD and copies
-# the log, the evaluation (table, JSON, Ramachandran grid), the summary and the checkpoint to
-# $OUT (at most 8 files come back). The wheels and the MD are about 57 MB of the 64 MiB a call
-# may carry.
+# the log, the evaluation (RUN/eval-test: table, JSON, Ramachandran grid), the summary and the
+# run (checkpoint, train log, config.yaml) to $OUT (at most 8 files come back): those three
+# in one directory here make a run directory that `boltzflow evaluate --run DIR --split test`
+# re-evaluates. The wheels and the MD are about 57 MB of the 64 MiB a call may carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +23,12 @@ wheels)
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
     mkdir -p .whl
     # OpenMM 8.6.1 has no Python 3.12 wheel on the registry this machine reaches; 8.3.1 does.
+    # PyYAML: a run directory's config.yaml (boltzflow.runs).
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl \
-        openmm==8.3.1 mdtraj==1.11.1.post2 PeptideBuilder==1.1.0 biopython==1.88
+        openmm==8.3.1 mdtraj==1.11.1.post2 PeptideBuilder==1.1.0 biopython==1.88 pyyaml==6.0.4
     ls -l .whl
     ;;
 run)
@@ -38,10 +40,10 @@ run)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/log"
     status=0
     python3 bench/transferable.py --device cuda 2>&1 | tee -a "$OUT/log" || status=$?
-    for f in runs/bench-tbg/eval-cuda/evaluation.md runs/bench-tbg/eval-cuda/evaluation.json \
-        runs/bench-tbg/eval-cuda/ramachandran_grid.png runs/bench-tbg/summary-cuda.json \
-        runs/bench-tbg/run-cuda/checkpoint.pt runs/bench-tbg/run-cuda/train_log.csv \
-        runs/bench-tbg/run-cuda/tbg_config.json; do
+    run=runs/bench-tbg/run-cuda
+    for f in "$run"/eval-test/evaluation.md "$run"/eval-test/evaluation.json \
+        "$run"/eval-test/ramachandran_grid.png runs/bench-tbg/summary-cuda.json \
+        "$run"/checkpoint.pt "$run"/train_log.csv "$run"/config.yaml; do
         if [ -f "$f" ]; then cp "$f" "$OUT/"; fi
     done
     exit "$status"

@@ -3,18 +3,26 @@ minus those of MD, per held-out peptide (kT).
 
 Two sources of samples:
 
-* a finished ``bench/transferable.py`` evaluation (``--out``, ``--preset``): its saved samples;
-* ``--checkpoint RUN``: fresh samples of a (possibly still training) checkpoint, integrated by
-  RK4 *without* the log-likelihood — seconds per peptide instead of the half hour exact ``log q``
-  costs, so a geometry check while a run trains, or between two runs;
+* an evaluation directory (``--eval DIR``, one ``<seq>/samples.npz`` per peptide, as
+  ``boltzflow evaluate --run RUN --split test`` and ``bench/transferable.py`` write it into
+  ``RUN/eval-test``; default ``OUT/run-PRESET/eval-test`` from ``--out`` and ``--preset``): its
+  saved samples;
+* ``--run RUN`` (a ``model: tbg`` run directory; ``--checkpoint`` is the older spelling): fresh
+  samples of its (possibly still training) checkpoint, integrated by RK4 *without* the
+  log-likelihood — seconds per peptide instead of the half hour exact ``log q`` costs, so a
+  geometry check while a run trains, or between two runs;
 * ``--md-noise NM``: the MD frames themselves with Gaussian noise of ``NM`` nm per coordinate —
   what a blur of the data costs (the path width ``sigma`` 0.01 of a 0.219 nm field unit
   blurs by 0.0022 nm).
 
     .venv/bin/python bench/tbg_energy_terms.py [--out runs/bench-tbg] [--preset cpu] [AC,NY,KI]
-    .venv/bin/python bench/tbg_energy_terms.py --checkpoint runs/bench-tbg/run-cpu [--n 64]
+    .venv/bin/python bench/tbg_energy_terms.py --run runs/bench-tbg/run-cpu [--n 64]
     .venv/bin/python bench/tbg_energy_terms.py --md-noise 0.0022 AC,AA
-    .venv/bin/python bench/tbg_energy_terms.py --spread --preset cpu-sigma0.001-q12x24p2
+    .venv/bin/python bench/tbg_energy_terms.py --spread \
+        --eval runs/bench-tbg/run-cpu-sigma0.001/q12x24p2/eval-test
+
+The MD reference comes from ``--data`` (a dipeptide dataset), else the run's dataset, else
+``OUT/data``.
 
 ``--spread``: instead of the means, how widely the energies of the valid samples spread (robust
 standard deviation, IQR / 1.349, in kT), the model's next to MD's, and, for saved evaluation
@@ -31,29 +39,36 @@ import torch
 
 
 def flow_samples(model, system, n: int, steps: int, seed: int = 0) -> torch.Tensor:
-    """``n`` samples (nm) of ``system``: the prior pushed through RK4 × ``steps``, no log q."""
+    """``n`` samples (nm) of ``system`` from ``model`` (a ``TBGKind``): the prior pushed
+    through RK4 × ``steps``, no log q."""
     from boltzflow.continuous import RK4
     from boltzflow.distributions.normal import MeanFreeNormal
 
-    context = model.encode(system).context()
+    context = model.encode(system).context().to(model.device)
     torch.manual_seed(seed)
-    z = MeanFreeNormal(system.n_atoms, 3).sample(n)
+    z = MeanFreeNormal(system.n_atoms, 3).sample(n).to(model.device)
 
     def f(t, y):
-        return (model.field(t.expand(len(y[0])), y[0], context),)
+        return (model.module(t.expand(len(y[0])), y[0], context),)
 
     with torch.no_grad():
         (x,) = RK4(steps).solve(f, (z,), 0.0, 1.0)
-    return (x * model.scale).to(torch.float64)
+    return (x * model.scale).to("cpu", torch.float64)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sequences", nargs="?", default=None, help="e.g. AC,NY,KI [all]")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-tbg"))
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="sample this checkpoint afresh (no log q) instead")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-tbg"),
+                        help="bench/transferable.py's output [runs/bench-tbg]")
+    parser.add_argument("--preset", default="cpu",
+                        help="its run: the samples of OUT/run-PRESET/eval-test [cpu]")
+    parser.add_argument("--eval", type=Path, default=None,
+                        help="an evaluation directory (<seq>/samples.npz) instead")
+    parser.add_argument("--run", "--checkpoint", dest="run", type=Path, default=None,
+                        help="sample this tbg run directory afresh (no log q) instead")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dipeptide dataset of the MD [the run's, else OUT/data]")
     parser.add_argument("--n", type=int, default=64, help="fresh samples per peptide [64]")
     parser.add_argument("--rk4-steps", type=int, default=16)
     parser.add_argument("--md-noise", type=float, default=None,
@@ -62,19 +77,20 @@ def main() -> None:
                         help="robust spread of the energies (and log q, log w) instead of means")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from boltzflow import systems
+    from boltzflow import runs, systems
     from boltzflow.analysis.validity import validity
     from boltzflow.data.dipeptides import TEST_SEQUENCES, load_index
     from boltzflow.sampling import Samples
 
-    index = load_index(args.out / "data")
-    eval_dir = args.out / f"eval-{args.preset}"
+    eval_dir = args.eval or args.out / f"run-{args.preset}" / "eval-test"
+    data = args.data
     model = None
-    if args.checkpoint is not None:
-        from boltzflow.transferable import load_tbg
-
-        model = load_tbg(args.checkpoint)
-        print(f"{args.checkpoint}: step {model.metadata.get('step')}, {args.n} samples each, "
+    if args.run is not None:
+        run_dir = args.run.parent if args.run.suffix == ".pt" else args.run
+        run = runs.load_run(run_dir)
+        model = run.model
+        data = data or Path(run.config.system.dataset)
+        print(f"{run_dir}: step {model.info.get('step')}, {args.n} samples each, "
               f"RK4 × {args.rk4_steps}, no log q")
         default = list(TEST_SEQUENCES)
     elif args.md_noise is not None:
@@ -83,6 +99,7 @@ def main() -> None:
     else:
         default = sorted(p.name for p in eval_dir.iterdir() if (p / "samples.npz").exists())
     seqs = args.sequences.split(",") if args.sequences else default
+    index = load_index(data or args.out / "data")
     rows, spreads = [], []
     for seq in seqs:
         system = systems.get(f"dipeptide:{seq}")
@@ -122,7 +139,9 @@ def main() -> None:
 
 
 def _sd(v: torch.Tensor) -> float:
-    """Robust standard deviation: interquartile range / 1.349 (a Gaussian's sd)."""
+    """Robust standard deviation: interquartile range / 1.349 (a Gaussian's sd); NaN if empty."""
+    if v.numel() == 0:  # no valid samples
+        return float("nan")
     q = torch.quantile(v.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
     return float(q[1] - q[0]) / 1.349
 

@@ -16,15 +16,28 @@ from pathlib import Path
 
 import torch
 
-from boltzflow import pipeline
-from boltzflow.config import TrainConfig
+from boltzflow import runs
+from boltzflow.models import parse_config
 
 CASES = {
-    # name: (system, config overrides)
+    # name: (system, coupling-section overrides)
     "dw4 / spline / NLL": ("dw4", {"w_kl": 0.0}),
     "dw4 / spline / NLL+KL": ("dw4", {"w_kl": 0.1}),
     "lj13 / spline / NLL": ("lj13", {"w_kl": 0.0}),
 }
+
+
+def case_config(system: str, overrides: dict, *, steps: int, n_samples: int, quick: bool):
+    """The run configuration of one case (model ``coupling``, spline transform)."""
+    return parse_config({
+        "model": "coupling",
+        "system": {"id": system, "n_data": 2000 if quick else 20_000,
+                   "n_test": 1000 if quick else 5000},
+        "train": {"steps": steps, "lr": 5e-4, "batch_size": 256},
+        "sample": {"n_samples": n_samples},
+        "coupling": {"transform": "spline", "n_layers": 8, "hidden": [128, 128], "n_bins": 8,
+                     "bound": 5.0, "kl_batch_size": 256, **overrides},
+    }, source="bench/toys.py")
 
 
 def main() -> None:
@@ -41,19 +54,15 @@ def main() -> None:
 
     rows = []
     for name, (system, overrides) in CASES.items():
-        cfg = TrainConfig(
-            system=system, steps=steps, n_layers=8, hidden=[128, 128], n_bins=8, bound=5.0,
-            lr=5e-4, batch_size=256, kl_batch_size=256, n_data=2000 if args.quick else 20_000,
-            n_test=1000 if args.quick else 5000, n_samples=n_samples, **overrides,
-        )
+        cfg = case_config(system, overrides, steps=steps, n_samples=n_samples, quick=args.quick)
         out = args.out / name.replace(" / ", "-").replace("+", "-")
         t0 = time.perf_counter()
-        run = pipeline.train(cfg, out, progress=False)
+        run = runs.train(cfg, out, progress=False)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        pipeline.sample(run, n_samples, progress=False)
+        runs.sample(run, n_samples, progress=False)
         t_sample = time.perf_counter() - t0
-        m = pipeline.evaluate(run, plots=True)
+        m = runs.evaluate(run, plots=True)
         rows.append((name, steps, m["ess"], m["ess_clipped"], m.get("nll"), t_train, t_sample))
         print(json.dumps({"case": name, **m}), flush=True)
 

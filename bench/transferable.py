@@ -5,15 +5,24 @@ One script, four phases, each resumable (rerun the same command after an interru
 1. **data** — MD of the training dipeptides (short) and of the held-out test dipeptides
    (longer, they are the reference) with ``boltzflow.data.dipeptides.build_dipeptide_dataset``
    into ``OUT/data`` (amber14 + OBC2, 310 K, Reference platform).
-2. **train** — flow matching of one :class:`~boltzflow.transferable.PeptideEGNN` across all
-   training peptides into ``OUT/run`` (bf16 autocast on CPU: this Xeon has AMX).
+2. **train** — a ``model: tbg`` run (:class:`~boltzflow.models.tbg.TBGKind`: one
+   :class:`~boltzflow.continuous.PeptideEGNN` trained by flow matching across all training
+   peptides) with :func:`boltzflow.runs.train` into ``OUT/run-<preset>`` (bf16 autocast on
+   CPU: this Xeon has AMX).
 3. **cost** — what an exact ``log q`` costs per sample on a mid-size test peptide with the
    chosen integrator, and its ``log q`` error against a fine RK4 reference on the same samples;
    the number of samples per test peptide is sized from it to fit the sampling budget.
 4. **evaluate** — every test peptide sampled zero-shot (exact ``log q``, TorchForceField ``u``,
-   mirror fix, validity), compared with its MD: the per-peptide table (ESS, valid %, E-W2,
-   T-W2 raw vs reweighted, ΔF of the φ basins) + means, and the Ramachandran grid, in
-   ``OUT/eval``.
+   mirror fix, validity), compared with its MD, by :func:`boltzflow.runs.evaluate_split`: the
+   per-peptide table (ESS, valid %, E-W2, T-W2 raw vs reweighted, ΔF of the φ basins) + means,
+   and the Ramachandran grid, in ``OUT/run-<preset>/eval-test`` (as ``boltzflow evaluate --run
+   RUN --split test`` writes it). A peptide whose ``eval-test/<seq>/samples.npz`` and
+   ``metrics.json`` hold as many samples is not sampled again, so a rerun resumes an
+   interrupted evaluation, or re-evaluates a finished one's samples into the same table (the
+   sample count is then read from them unless ``--n-samples`` is given; an evaluation of the
+   first version, ``OUT/eval-<preset>``, is re-evaluated once moved to that place).
+   ``--quadrature`` samples with another integrator into
+   ``OUT/run-<preset>/q<N>x<S>p<P>/eval-test``.
 
 Budgets (``--preset``):
 
@@ -23,7 +32,7 @@ Budgets (``--preset``):
   (≈ 2 min each per worker: ≈ 13 min); the chiral EGNN 4 × 32 with the bond-graph and RBF edge
   features (``--e3`` for the paper's E(3) field with the mirror fix, ``--encoding tbg-full`` to
   drop the edge features: the paper's encoding alone), 5000 steps of 16 peptides × 8 frames
-  with bf16 autocast, lr 5e-3 cosine (≈ 0.5 s per step: ≈ 42 min); the log-det by 8-node
+  (``train.batch_size`` 128) with bf16 autocast, lr 5e-3 cosine (≈ 0.5 s per step: ≈ 42 min); the log-det by 8-node
   Gauss–Legendre quadrature along an RK4 × 16 trajectory, 0.3 s (24 atoms) to 1.4 s (36 atoms,
   loaded) per sample, log q within ≈ 0.05–0.4 nats of RK4 × 20 (measured before the probe moved
   to a finer reference); a 35-minute sampling budget over the 14 test peptides, so ≈ 100–300
@@ -55,15 +64,17 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Everything the benchmark runs with."""
+    """Everything the benchmark runs with: the MD of the dataset, the run's configuration (a
+    nested ``model: tbg`` mapping; ``system.dataset`` is filled in), and the budgets."""
 
     n_train: int  # training dipeptides (0: all 386)
     n_test: int  # held-out dipeptides (first of TEST_SEQUENCES; 0: all 14)
@@ -72,54 +83,67 @@ class Preset:
     frame_interval_ps: float
     equilibration_ps: float
     workers: int
-    hidden: int
-    n_layers: int
-    n_rbf: int
-    bond_graph: bool
-    chiral: bool
-    steps: int
-    peptides_per_batch: int
-    frames_per_peptide: int
-    lr: float
-    bucket_size: int
-    solver: str
-    rk4_steps: int
-    quadrature_nodes: int
-    sample_batch: int
     sample_budget_s: float  # wall-clock for sampling all test peptides
     min_samples: int
     max_samples: int
     probe_samples: int  # samples of the cost measurement
-    sigma: float = 0.01  # width of the conditional path (field units)
-    quadrature_power: float = 1.0  # sampling grid t = 1 - (1 - s)^p
-    train_budget_s: float = 0.0  # > 0: as many steps (up to `steps`) as fit, from a timed probe
+    train_budget_s: float = 0.0  # > 0: as many steps (up to train.steps) as fit, from a probe
+    config: dict[str, Any] = field(default_factory=dict)
 
+    def changed(self, changes: dict[str, Any], **fields: Any) -> Preset:
+        """A copy with ``{"section.key": value}`` config changes (validated) and field changes."""
+        from boltzflow.models import config_with
+
+        config = config_with(self.config, changes, source="bench/transferable.py preset")
+        return replace(self, config=config.to_dict(), **fields)
+
+    @property
+    def steps(self) -> int:
+        return int(self.config["train"]["steps"])
+
+
+CPU_CONFIG = {
+    "model": "tbg",
+    "train": {"steps": 5000, "batch_size": 16 * 8, "lr": 5e-3, "checkpoint_every": 100},
+    "sample": {"batch_size": 50},
+    "tbg": {
+        "hidden": 32, "n_layers": 4, "n_rbf": 16, "bond_graph": True, "chiral": True,
+        "frames_per_peptide": 8, "sigma": 0.01, "amp": "bf16", "bucket_size": 4,
+        "solver": "gauss-legendre", "solver_steps": 16, "quadrature_nodes": 8,
+        "quadrature_power": 1.0,
+    },
+}
 
 PRESETS = {
     "cpu": Preset(
         n_train=0, n_test=0, train_ns=0.02, test_ns=0.5, frame_interval_ps=0.5,
-        equilibration_ps=5.0, workers=2, hidden=32, n_layers=4, n_rbf=16, bond_graph=True,
-        chiral=True, steps=5000,
-        peptides_per_batch=16, frames_per_peptide=8, lr=5e-3, bucket_size=4,
-        solver="gauss-legendre", rk4_steps=16, quadrature_nodes=8, sample_batch=50,
-        sample_budget_s=2100.0, min_samples=50, max_samples=1000, probe_samples=8,
+        equilibration_ps=5.0, workers=2, sample_budget_s=2100.0, min_samples=50,
+        max_samples=1000, probe_samples=8, config=CPU_CONFIG,
     ),
     "quick": Preset(
         n_train=12, n_test=3, train_ns=0.01, test_ns=0.05, frame_interval_ps=0.5,
-        equilibration_ps=2.0, workers=1, hidden=16, n_layers=2, n_rbf=8, bond_graph=True,
-        chiral=True, steps=60,
-        peptides_per_batch=6, frames_per_peptide=4, lr=5e-3, bucket_size=3,
-        solver="gauss-legendre", rk4_steps=8, quadrature_nodes=6, sample_batch=32,
-        sample_budget_s=60.0, min_samples=32, max_samples=32, probe_samples=4,
+        equilibration_ps=2.0, workers=1, sample_budget_s=60.0, min_samples=32, max_samples=32,
+        probe_samples=4,
+        config={
+            "model": "tbg",
+            "train": {"steps": 60, "batch_size": 6 * 4, "lr": 5e-3, "checkpoint_every": 100},
+            "sample": {"batch_size": 32},
+            "tbg": {
+                "hidden": 16, "n_layers": 2, "n_rbf": 8, "bond_graph": True, "chiral": True,
+                "frames_per_peptide": 4, "amp": "bf16", "bucket_size": 3,
+                "solver": "gauss-legendre", "solver_steps": 8, "quadrature_nodes": 6,
+            },
+        },
     ),
 }
 # Sized for one call of a lent GPU machine (10 minutes a command, 15 minutes in all; the MD
 # travels with it): training gets 4.5 minutes, sampling 2.5, the rest is set-up and analysis.
-PRESETS["cuda"] = replace(
-    PRESETS["cpu"], workers=min(16, os.cpu_count() or 1), hidden=64, n_layers=5, steps=30000,
-    train_budget_s=270.0, peptides_per_batch=32, bucket_size=0, sigma=0.001,
-    quadrature_nodes=12, rk4_steps=32, quadrature_power=2.0, sample_batch=500,
-    sample_budget_s=150.0, min_samples=100, max_samples=2000, probe_samples=100,
+PRESETS["cuda"] = PRESETS["cpu"].changed(
+    {"tbg.hidden": 64, "tbg.n_layers": 5, "train.steps": 30000, "train.batch_size": 32 * 8,
+     "tbg.bucket_size": 0, "tbg.sigma": 0.001, "tbg.quadrature_nodes": 12,
+     "tbg.solver_steps": 32, "tbg.quadrature_power": 2.0, "sample.batch_size": 500},
+    workers=min(16, os.cpu_count() or 1), train_budget_s=270.0, sample_budget_s=150.0,
+    min_samples=100, max_samples=2000, probe_samples=100,
 )
 
 
@@ -153,34 +177,27 @@ def build_data(p: Preset, data: Path) -> tuple[list[str], list[str]]:
     return train, test
 
 
-def train(p: Preset, data: Path, run: Path, device: str):
-    from boltzflow.transferable import TBGConfig, load_tbg, train_tbg
+def train(p: Preset, data: Path, run: Path, device: str) -> None:
+    """Train (or resume, or find finished) the preset's tbg run in ``run``."""
+    from boltzflow import runs
+    from boltzflow.models import config_with
 
     if p.train_budget_s > 0:
-        p = replace(p, steps=_steps_within_budget(p, data, run, device))
-    cfg = TBGConfig(
-        hidden=p.hidden, n_layers=p.n_layers, n_rbf=p.n_rbf, bond_graph=p.bond_graph,
-        chiral=p.chiral, steps=p.steps,
-        peptides_per_batch=p.peptides_per_batch, frames_per_peptide=p.frames_per_peptide,
-        lr=p.lr, sigma=p.sigma, warmup=min(100, p.steps // 10), bf16=True, bucket_size=p.bucket_size,
-        checkpoint_every=100, device=device, solver=p.solver, rk4_steps=p.rk4_steps,
-        quadrature_nodes=p.quadrature_nodes, quadrature_power=p.quadrature_power,
-        sample_batch=p.sample_batch,
-    )
-    train_tbg(cfg, data, run, progress=False, echo=_stamp)
-    model = load_tbg(run, device=device)
-    model.config = model.config.replace(  # the sampling settings may differ from training's
-        rk4_steps=p.rk4_steps, quadrature_nodes=p.quadrature_nodes,
-        quadrature_power=p.quadrature_power,
-    )
-    return model
+        p = p.changed({"train.steps": _steps_within_budget(p, data, run, device)})
+    cfg = config_with(p.config, {
+        "system.dataset": str(data), "train.device": device,
+        "train.warmup": min(100, p.steps // 10),
+    }, source="bench/transferable.py")
+    t0 = time.perf_counter()
+    runs.train(cfg, run, progress=False)
+    _stamp(f"trained {cfg.train.steps} steps into {run} ({time.perf_counter() - t0:.0f} s)")
 
 
 PROBE_STEPS = 40
 
 
 def _steps_within_budget(p: Preset, data: Path, run: Path, device: str) -> int:
-    """Training steps that fit ``p.train_budget_s`` (at most ``p.steps``).
+    """Training steps that fit ``p.train_budget_s`` (at most ``train.steps``).
 
     Timed on a throw-away run of :data:`PROBE_STEPS` steps: the seconds per step between its
     first and last log rows (start-up and the first steps' warm-up excluded), with a 10 %
@@ -190,12 +207,13 @@ def _steps_within_budget(p: Preset, data: Path, run: Path, device: str) -> int:
     import csv
     import shutil
 
-    saved = run / "tbg_config.json"
-    if saved.exists():
-        return int(json.loads(saved.read_text())["config"]["steps"])
+    from boltzflow import runs
+
+    if (run / runs.CONFIG_NAME).exists() or (run / runs.TBG_V1_CONFIG).exists():
+        return runs.read_run_config(run).train.steps
     probe = run.with_name(run.name + "-probe")
     shutil.rmtree(probe, ignore_errors=True)
-    train(replace(p, steps=PROBE_STEPS, train_budget_s=0.0), data, probe, device)
+    train(p.changed({"train.steps": PROBE_STEPS}, train_budget_s=0.0), data, probe, device)
     with (probe / "train_log.csv").open() as f:
         rows = list(csv.DictReader(f))
     shutil.rmtree(probe, ignore_errors=True)
@@ -207,30 +225,36 @@ def _steps_within_budget(p: Preset, data: Path, run: Path, device: str) -> int:
     return steps
 
 
-def measure_cost(model, p: Preset, test: list[str], data: Path) -> dict:
+#: The reference integrator of the cost probe: 32 nodes along RK4 × 128 crowded toward t = 1
+#: (within 0.04 nats of RK4 × 80 with the divergence at every stage, which a uniform RK4 × 20
+#: misses by 1.4 nats when the field was trained with sigma = 0.001).
+FINE = {"tbg.solver": "gauss-legendre", "tbg.quadrature_nodes": 32, "tbg.solver_steps": 128,
+        "tbg.quadrature_power": 3.0}
+
+
+def measure_cost(run, p: Preset, test: list[str], data: Path) -> dict:
     """Seconds per sample with exact log q on a mid-size test peptide, and the log q error."""
-    from boltzflow import systems
+    from boltzflow import runs, systems
     from boltzflow.data.dipeptides import load_index
-    from boltzflow.transferable.sample import draw_samples
+    from boltzflow.sampling import draw
 
     index = load_index(data)
     sizes = sorted((index.entry(s).n_atoms, s) for s in test)
     n_atoms, seq = sizes[len(sizes) // 2]
     system = systems.get(f"dipeptide:{seq}")
+    flow = run.model.flow_for(system)
+    torch.manual_seed(123)
     t0 = time.perf_counter()
-    samples = draw_samples(model, system, p.probe_samples, batch_size=p.probe_samples, seed=123)
+    samples = draw(flow, run.model.energy_of(system), p.probe_samples,
+                   batch_size=p.probe_samples)
     per_sample = (time.perf_counter() - t0) / p.probe_samples
     k = min(4, p.probe_samples)
-    x = samples.x[:k].to(model.device)
-    # reference: 32 nodes along RK4 × 128 crowded toward t = 1 (within 0.04 nats of RK4 × 80
-    # with the divergence at every stage, which a uniform RK4 × 20 misses by 1.4 nats when the
-    # field was trained with sigma = 0.001)
-    fine = replace(model, config=model.config.replace(
-        solver="gauss-legendre", quadrature_nodes=32, rk4_steps=128, quadrature_power=3.0))
+    x = samples.x[:k].to(run.model.device)
+    fine = runs.load_run(run.path, changes={"train.device": run.config.train.device, **FINE})
     with torch.no_grad():
-        reference = fine.flow(system).log_prob(x).cpu().double()
-        own = model.flow(system).log_prob(x).cpu().double()
-    err_sample = (samples.log_q[:k] - reference).abs()
+        reference = fine.model.flow_for(system).log_prob(x).cpu().double()
+        own = flow.log_prob(x).cpu().double()
+    err_sample = (samples.log_q[:k].cpu().double() - reference).abs()
     err_density = (own - reference).abs()
     return {
         "peptide": seq, "n_atoms": n_atoms, "seconds_per_sample": per_sample,
@@ -239,13 +263,22 @@ def measure_cost(model, p: Preset, test: list[str], data: Path) -> dict:
     }
 
 
+def saved_sample_count(eval_dir: Path) -> int | None:
+    """Samples per peptide of an earlier evaluation in ``eval_dir`` (``None`` if there is none),
+    so that a rerun re-evaluates its saved samples instead of drawing a differently sized set."""
+    for metrics in sorted(eval_dir.glob("*/metrics.json")):
+        if (metrics.parent / "samples.npz").exists():
+            return int(json.loads(metrics.read_text())["n_samples"])
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the quick preset (~3 min)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="[runs/bench-tbg(-quick)]")
-    parser.add_argument("--steps", type=int, default=None, help="override training steps")
+    parser.add_argument("--steps", type=int, default=None, help="override train.steps")
     parser.add_argument(
         "--encoding", choices=["tbg-full+bonds", "tbg-full"], default="tbg-full+bonds",
         help="tbg-full: the paper's per-atom encoding alone (no bond graph, no RBF features)",
@@ -255,57 +288,69 @@ def main() -> None:
         help="the paper's E(3)-equivariant field with the mirror fix instead of the chiral one",
     )
     parser.add_argument("--sigma", type=float, default=None,
-                        help="override the conditional path's width σ (field units) [0.01]")
+                        help="override tbg.sigma, the conditional path's width (field units) "
+                        "[0.01]")
     parser.add_argument("--quadrature", type=str, default=None, metavar="NODES,STEPS,POWER",
                         help="sampling integrator: Gauss–Legendre nodes, RK4 steps, grid power "
-                        "(t = 1 - (1 - s)^POWER) [8,16,1]; evaluates into its own directory")
+                        "(t = 1 - (1 - s)^POWER) [8,16,1]; evaluates into RUN/qNODESxSTEPSpPOWER/")
     parser.add_argument("--train-budget", type=float, default=None, metavar="SECONDS",
                         help="train as many steps (up to the preset's) as fit in SECONDS, "
                         "timed on a 40-step probe [cuda: 270; others: the preset's steps]")
     parser.add_argument("--n-samples", type=int, default=None,
-                        help="samples per test peptide (default: sized from the cost probe)")
+                        help="samples per test peptide (default: those of an earlier "
+                        "evaluation, else sized from the cost probe)")
     args = parser.parse_args()
     name = args.preset or ("quick" if args.quick else "cuda" if args.device == "cuda" else "cpu")
     p = PRESETS[name]
     if args.steps is not None:
-        p = replace(p, steps=args.steps)
+        p = p.changed({"train.steps": args.steps})
     if args.train_budget is not None:
         if args.train_budget <= 0:
             parser.error(f"--train-budget must be > 0 seconds, got {args.train_budget:g}")
         p = replace(p, train_budget_s=args.train_budget)
-    if args.sigma is not None and args.sigma != p.sigma:
-        p = replace(p, sigma=args.sigma)
+    if args.sigma is not None and args.sigma != p.config["tbg"]["sigma"]:
+        p = p.changed({"tbg.sigma": args.sigma})
         name += f"-sigma{args.sigma:g}"
     if args.encoding == "tbg-full":
-        p = replace(p, n_rbf=0, bond_graph=False)
+        p = p.changed({"tbg.n_rbf": 0, "tbg.bond_graph": False})
         name += "-tbg-full"
     if args.e3:
-        p = replace(p, chiral=False)
+        p = p.changed({"tbg.chiral": False})
         name += "-e3"
     out = args.out or Path("runs") / ("bench-tbg-quick" if name.startswith("quick") else "bench-tbg")
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # small graphs: a second thread gains little on 2 shared cores
-    data, run, eval_dir = out / "data", out / f"run-{name}", out / f"eval-{name}"
+    data, run_dir = out / "data", out / f"run-{name}"
+    sampling: dict[str, Any] = {}  # the evaluation's integrator, if not the run's own
+    variant = ""
     if args.quadrature is not None:  # sampling only: same run, its own evaluation
         nodes, steps, power = args.quadrature.split(",")
-        p = replace(p, quadrature_nodes=int(nodes), rk4_steps=int(steps),
-                    quadrature_power=float(power))
-        eval_dir = out / f"eval-{name}-q{nodes}x{steps}p{power}"
-    _stamp(f"preset {name}: {p}")
+        sampling = {"tbg.solver": "gauss-legendre", "tbg.quadrature_nodes": int(nodes),
+                    "tbg.solver_steps": int(steps), "tbg.quadrature_power": float(power)}
+        variant = f"q{nodes}x{steps}p{power}"
+    _stamp(f"preset {name}: {json.dumps(asdict(p))}")
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
     _, test = build_data(p, data)
     seconds["data"] = time.perf_counter() - t0
 
+    from boltzflow import runs
+
     t0 = time.perf_counter()
-    model = train(p, data, run, args.device)
+    train(p, data, run_dir, args.device)
+    run = runs.load_run(run_dir, changes={"train.device": args.device, **sampling})
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cost = measure_cost(model, p, test, data)
+    cost = measure_cost(run, p, test, data)
     seconds["cost probe"] = time.perf_counter() - t0
-    n = args.n_samples or int(max(p.min_samples, min(
+    if variant:
+        # runs.evaluate_split writes RUN/eval-test; the variant's samples must not mix with the
+        # run's own, so it evaluates a view of the run rooted in RUN/<variant>/
+        run = replace(run, path=run_dir / variant)
+    eval_dir = run.path / "eval-test"
+    n = args.n_samples or saved_sample_count(eval_dir) or int(max(p.min_samples, min(
         p.max_samples, p.sample_budget_s / (len(test) * cost["seconds_per_sample"]))))
     _stamp(f"exact log q: {cost['seconds_per_sample']:.2f} s per sample on "
            f"{cost['peptide']} ({cost['n_atoms']} atoms); log q vs a fine quadrature "
@@ -313,11 +358,10 @@ def main() -> None:
            f"{cost['log_q_error_mean']:.3f}, max {cost['log_q_error_max']:.3f} nats → "
            f"{n} samples per test peptide")
 
-    from boltzflow.transferable.evaluate import evaluate_split, format_table
+    from boltzflow.analysis.split import format_table
 
     t0 = time.perf_counter()
-    result = evaluate_split(model, data, eval_dir, split="test", n_samples=n,
-                            sequences=test, echo=_stamp)
+    result = runs.evaluate_split(run, "test", n_samples=n, echo=_stamp)
     seconds["evaluate"] = time.perf_counter() - t0
 
     print("\n### Transferable BG on held-out dipeptides\n")
@@ -326,10 +370,11 @@ def main() -> None:
     print("\nwall clock: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
           + f" (total {sum(seconds.values()) / 60:.1f} min)")
     print(f"table: {result.table}\ngrid:  {result.grid}")
-    summary = {"preset": name, "settings": p.__dict__, "steps_trained": model.metadata.get("step"),
-               "cost": cost, "n_samples": n,
-               "seconds": seconds, "means": result.means}
-    (out / f"summary-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tag = f"{name}-{variant}" if variant else name
+    summary = {"preset": tag, "settings": asdict(p), "config": run.config.to_dict(),
+               "steps_trained": run.model.info.get("step"), "cost": cost, "n_samples": n,
+               "seconds": seconds, "means": result.means, "table": str(result.table)}
+    (out / f"summary-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

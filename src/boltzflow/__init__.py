@@ -13,6 +13,8 @@ from . import (
     continuous,
     distributions,
     energies,
+    models,
+    runs,
     sampling,
     systems,
     testing,
@@ -25,7 +27,7 @@ from .energies import Energy
 from .flow import Flow
 from .transforms import Bijection, Chain, Inverse
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "Bijection",
@@ -42,6 +44,8 @@ __all__ = [
     "distributions",
     "energies",
     "kT",
+    "models",
+    "runs",
     "sampling",
     "systems",
     "testing",

@@ -1,13 +1,27 @@
-"""Typed, validated run configuration, read from TOML or YAML.
+"""One configuration schema for every model kind, read from TOML or YAML.
+
+A run's configuration has shared sections and one section for its model kind::
+
+    model: internal            # coupling | internal | cnf | tbg (``boltzflow.models.KINDS``)
+    system: {id: aldp-implicit, data: data/aldp}
+    train: {steps: 3000, lr: 1e-3, batch_size: 256}
+    sample: {n_samples: 20000}
+    internal: {n_layers: 6, hidden: [64, 64], w_kl: 1.0, kl_start: 1500}
+
+The same idea has the same name in every section (``hidden``, ``n_layers``, ``solver``,
+``solver_steps``, ``amp``, ``pairing``, ``batch_size``). A kind may give shared keys its own
+defaults (:attr:`~boltzflow.models.ModelKind.train_defaults`); keys given in the file win.
 
 A typo, a wrong type or an out-of-range value raises :class:`~boltzflow.errors.ConfigError`
-whose one-line message names the key and what is allowed.
+whose one-line message names the key and what is allowed. Files and run directories of the
+first (flat) format are read through :func:`upgrade_flat` with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,239 +30,311 @@ import tomllib
 
 from .errors import ConfigError
 
-MODELS = ("spline", "affine", "cnf")
-#: Models trained by flow matching (data only) rather than by likelihood and reverse KL.
-CNF_MODELS = ("cnf",)
-PAIRINGS = ("auto", "equivariant-ot", "ot", "independent")
-SOLVERS = ("rk4", "dopri5", "midpoint", "euler")
-DIVERGENCES = ("exact", "hutchinson")
-AMPS = ("bf16", "none")
+#: Written as ``version`` into every ``config.yaml``; version 1 was the flat format.
+CONFIG_VERSION = 2
+
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
+AMPS = ("bf16", "none")
 
 
-def check_known_keys(cls: type, data: Any, source: str, kind: str = "config") -> None:
-    """Raise :class:`ConfigError` unless ``data`` is a mapping of ``cls``'s field names.
+def check_known_keys(known: list[str], data: Any, source: str) -> None:
+    """Raise :class:`ConfigError` unless ``data`` is a mapping whose keys are in ``known``.
 
-    An unknown key is named with a did-you-mean suggestion and the allowed keys; ``kind`` is
-    how the message calls the configuration (``config``, ``tbg config``).
+    An unknown key is named with a did-you-mean suggestion and the allowed keys.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source} must be a mapping of keys to values")
-    known = [f.name for f in fields(cls)]
+        raise ConfigError(f"{source} must be a mapping of keys to values, got {data!r}")
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"unknown {kind} key {key!r} in {source}; {hint}allowed keys: {', '.join(known)}"
+                f"unknown key {key!r} in {source}; {hint}allowed keys: {', '.join(known)}"
             )
 
 
-def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
+def check(cond: bool, key: str, allowed: str, value: Any) -> None:
+    """Raise :class:`ConfigError` ``config key KEY must be ALLOWED, got VALUE`` unless ``cond``."""
     if not cond:
         raise ConfigError(f"config key {key!r} must be {allowed}, got {value!r}")
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; written resolved into the run directory.
+def check_choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
+    """``value`` must be one of ``allowed``."""
+    check(value in allowed, key, f"one of {', '.join(allowed)}", value)
 
-    Attributes:
-        system: system id (see ``boltzflow systems``) or a PDB file path.
-        forcefield: force field for a PDB system (``amber14`` or ``amber99sb-ildn``); empty for
-            named systems, which pin their own.
-        solvent: solvent model for a PDB system (``vacuum``, ``obc1``, ``obc2``); empty otherwise.
-        temperature: temperature (K) for a PDB system; 0 for named systems.
-        data: reference dataset directory (from ``boltzflow simulate``) for molecules; toys
-            draw their own reference samples.
-        model: ``spline`` (rational-quadratic) or ``affine`` (RealNVP) coupling flow, or ``cnf``:
-            a continuous normalizing flow trained by flow matching (EGNN field for particle
-            systems and molecules, MLP field for other toys; see ``docs/cnf.md``).
-        n_layers: number of coupling layers (coupling flows only).
-        hidden: hidden layer widths of each conditioner MLP (coupling flows only).
-        n_bins: spline bins (coupling flows only).
-        bound: spline interval ``[-bound, bound]`` in the normalized latent space.
-        steps: optimizer steps.
-        batch_size: data samples per step for the likelihood term.
-        kl_batch_size: model samples per step for the reverse-KL term.
-        lr: Adam learning rate.
-        lr_schedule: ``cosine`` or ``constant``.
-        warmup: linear warm-up steps.
-        clip_grad: gradient-norm clipping threshold.
-        w_nll: weight of maximum likelihood on reference data.
-        w_kl: weight of the reverse KL on the energy; default 1 for coupling flows, 0 for
-            ``cnf`` (which supports no reverse KL).
-        kl_start: first step of the reverse-KL term; before it, likelihood only (the usual
-            recipe: fit the data first, then refine on the energy).
-        u_high: energies above this (kT) are softened logarithmically in the KL term.
-        n_data: reference samples used for training (and to fit the normalization).
-        n_test: held-out reference samples for the NLL.
-        n_samples: model samples drawn by ``sample``/``evaluate``.
-        clip_fraction: fraction of largest weights clipped for the clipped ESS.
-        seed: seed of data, initialization and training.
-        checkpoint_every: steps between checkpoints.
-        device: ``cpu`` or ``cuda``.
-        dtype: ``float32`` or ``float64``.
-        cnf_hidden: width of the CNF's vector field (EGNN features / MLP hidden layers).
-        cnf_layers: EGNN layers (or MLP hidden layers) of the CNF's vector field.
-        pairing: flow-matching pairing of prior and data samples: ``equivariant-ot``
-            (permutation among identical atoms + rotation, then minibatch OT), ``ot``
-            (minibatch OT), ``independent``, or ``auto`` (equivariant OT for particle systems,
-            OT otherwise).
-        ot_block_size: equivariant OT assigns within blocks of this many samples (``B · k``
-            alignments per step instead of ``B²``); 0: the whole batch.
-        sigma: width of the linear conditional path (``σ_min``) in the field's units.
-        solver: ODE solver for sampling and likelihoods: ``rk4``, ``midpoint``, ``euler``
-            (fixed step) or ``dopri5`` (adaptive, rtol = atol = 1e-5).
-        solver_steps: steps of a fixed-step solver.
-        divergence: ``exact`` (trace over the mean-free basis) or ``hutchinson`` (one noisy
-            probe: fine for a mean NLL, biases importance weights).
-        amp: mixed precision of the flow-matching step: ``bf16`` (autocast to bfloat16) or
-            ``none``.
-        ode_batch_size: configurations per ODE solve when a CNF samples or computes
-            likelihoods (the exact divergence keeps one forward graph per solve in memory).
-        n_nll_cnf: at most this many held-out samples (evenly spaced) for a CNF's NLL; each
-            needs one ODE solve with the exact divergence.
+
+class Section:
+    """Base of the config sections: type checks from the annotations, mapping round trip.
+
+    Subclasses are dataclasses; ``NAME`` is the section's key in the file and in messages.
     """
 
-    system: str = "double-well"
+    NAME = "section"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _typed(getattr(self, f.name), f.type, f"{self.NAME}.{f.name}"))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks beyond the types (none by default)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Section:
+        """Build from a mapping; unknown keys raise with a did-you-mean suggestion."""
+        check_known_keys([f.name for f in fields(cls)], data, f"section {cls.NAME!r} of {source}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{key: value}``."""
+        return dataclasses.asdict(self)
+
+    def positive(self, *keys: str) -> None:
+        """Each of ``keys`` must be > 0."""
+        for key in keys:
+            check(getattr(self, key) > 0, f"{self.NAME}.{key}", "> 0", getattr(self, key))
+
+    def non_negative(self, *keys: str) -> None:
+        """Each of ``keys`` must be >= 0."""
+        for key in keys:
+            check(getattr(self, key) >= 0, f"{self.NAME}.{key}", ">= 0", getattr(self, key))
+
+
+def _typed(value: Any, annotation: str, key: str) -> Any:
+    """``value`` checked (and ints widened to float) against a field's annotation string."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "int":
+        check(type(value) is int, key, "an integer", value)
+    elif annotation == "float":
+        check(number, key, "a number", value)
+        return float(value)
+    elif annotation == "bool":
+        check(isinstance(value, bool), key, "true or false", value)
+    elif annotation == "str":
+        check(isinstance(value, str), key, "a string", value)
+    elif annotation == "list[int]":
+        check(
+            isinstance(value, (list, tuple)) and len(value) > 0
+            and all(type(h) is int and h > 0 for h in value),
+            key, "a non-empty list of positive integers", value,
+        )
+        return list(value)
+    return value
+
+
+@dataclass
+class SystemSection(Section):
+    """What the model learns and from which reference data.
+
+    Attributes:
+        id: system id (``boltzflow systems``) or a PDB file; empty for a transferable model
+            trained on a ``dataset``.
+        forcefield: force field of a PDB system (``amber14`` or ``amber99sb-ildn``).
+        solvent: solvent model of a PDB system (``vacuum``, ``obc1``, ``obc2``).
+        temperature: temperature (K) of a PDB system; 0 for named systems.
+        data: MD dataset directory (``boltzflow simulate``) of one molecule; toys draw their
+            own reference samples.
+        dataset: multi-molecule dataset (``boltzflow dataset dipeptides``) of a transferable
+            model.
+        n_data: reference samples used for training (evenly thinned in time).
+        n_test: held-out reference samples (the last frames in time) for the NLL.
+        max_frames: transferable models: at most this many frames per molecule (0: all).
+    """
+
+    NAME = "system"
+    id: str = "double-well"
     forcefield: str = ""
     solvent: str = ""
     temperature: float = 0.0
     data: str = ""
-    model: str = "spline"
-    n_layers: int = 6
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    n_bins: int = 8
-    bound: float = 5.0
+    dataset: str = ""
+    n_data: int = 20000
+    n_test: int = 10000
+    max_frames: int = 0
+
+    def validate(self) -> None:
+        """Positive sample counts, a non-negative temperature."""
+        self.positive("n_data", "n_test")
+        self.non_negative("temperature", "max_frames")
+
+
+@dataclass
+class TrainSection(Section):
+    """The optimizer loop, shared by every kind.
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: reference frames per step (all ranks together).
+        lr: Adam learning rate.
+        lr_schedule: ``cosine`` or ``constant``.
+        warmup: linear warm-up steps.
+        clip_grad: gradient-norm clipping threshold.
+        seed: seed of data, initialization and training.
+        checkpoint_every: steps between checkpoints.
+        device: ``cpu`` or ``cuda``.
+        dtype: ``float32`` or ``float64``.
+    """
+
+    NAME = "train"
     steps: int = 2000
     batch_size: int = 256
-    kl_batch_size: int = 256
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup: int = 0
     clip_grad: float = 100.0
-    w_nll: float = 1.0
-    w_kl: float | None = None
-    kl_start: int = 0
-    u_high: float = 1000.0
-    n_data: int = 20000
-    n_test: int = 10000
-    n_samples: int = 10000
-    clip_fraction: float = 0.002
     seed: int = 0
     checkpoint_every: int = 500
     device: str = "cpu"
     dtype: str = "float32"
-    cnf_hidden: int = 64
-    cnf_layers: int = 4
-    pairing: str = "auto"
-    ot_block_size: int = 64
-    sigma: float = 0.01
-    solver: str = "rk4"
-    solver_steps: int = 20
-    divergence: str = "exact"
-    amp: str = "bf16"
-    ode_batch_size: int = 128
-    n_nll_cnf: int = 1000
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     def validate(self) -> None:
-        """Check types and ranges; raises :class:`ConfigError` naming the key."""
-        _check(isinstance(self.model, str), "model", "a string", self.model)
-        if self.w_kl is None:
-            self.w_kl = 0.0 if self.model in CNF_MODELS else 1.0
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "int":
-                _check(type(value) is int, f.name, "an integer", value)
-            elif f.type in ("float", "float | None"):  # w_kl: None was resolved above
-                _check(
-                    isinstance(value, (int, float)) and not isinstance(value, bool),
-                    f.name, "a number", value,
-                )
-                setattr(self, f.name, float(value))
-            elif f.type == "str":
-                _check(isinstance(value, str), f.name, "a string", value)
-        _check(
-            isinstance(self.hidden, (list, tuple))
-            and len(self.hidden) > 0
-            and all(type(h) is int and h > 0 for h in self.hidden),
-            "hidden", "a non-empty list of positive integers", self.hidden,
-        )
-        self.hidden = list(self.hidden)
-        _check(self.model in MODELS, "model", f"one of {', '.join(MODELS)}", self.model)
-        _check(
-            self.lr_schedule in SCHEDULES, "lr_schedule", f"one of {', '.join(SCHEDULES)}",
-            self.lr_schedule,
-        )
-        _check(self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}", self.device)
-        _check(self.dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", self.dtype)
-        for key, allowed in (("pairing", PAIRINGS), ("solver", SOLVERS),
-                             ("divergence", DIVERGENCES), ("amp", AMPS)):
-            value = getattr(self, key)
-            _check(value in allowed, key, f"one of {', '.join(allowed)}", value)
-        for key in ("n_layers", "n_bins", "batch_size", "kl_batch_size", "n_samples",
-                    "checkpoint_every", "n_test", "n_data", "cnf_hidden", "cnf_layers",
-                    "solver_steps", "ode_batch_size", "n_nll_cnf"):
-            _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("steps", "warmup", "seed", "kl_start", "ot_block_size"):
-            _check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
-        _check(self.temperature >= 0, "temperature", "a positive number (kelvin)", self.temperature)
-        for key in ("lr", "bound", "clip_grad", "u_high"):
-            _check(getattr(self, key) > 0, key, "a positive number", getattr(self, key))
-        for key in ("w_nll", "w_kl"):
-            _check(getattr(self, key) >= 0, key, "a number >= 0", getattr(self, key))
-        _check(self.w_nll > 0 or self.w_kl > 0, "w_nll", "> 0 when w_kl is 0", self.w_nll)
-        _check(
-            self.kl_start == 0 or self.w_nll > 0, "kl_start", "0 when w_nll is 0", self.kl_start
-        )
-        _check(
-            0 <= self.clip_fraction < 1, "clip_fraction", "a number in [0, 1)", self.clip_fraction
-        )
-        _check(self.sigma >= 0, "sigma", "a number >= 0", self.sigma)
-        _check(
-            self.model in CNF_MODELS or self.n_layers >= 2, "n_layers",
-            "an integer >= 2 for a coupling flow (each layer transforms half the coordinates)",
-            self.n_layers,
-        )
-        if self.model in CNF_MODELS:
-            _check(
-                self.w_kl == 0, "w_kl",
-                f"0 for model {self.model!r} (flow matching trains on data only; reverse KL is "
-                "not supported for a CNF)", self.w_kl,
-            )
-            _check(self.kl_start == 0, "kl_start", f"0 for model {self.model!r}", self.kl_start)
-            _check(
-                self.amp == "none" or self.dtype == "float32", "amp",
-                "'none' with dtype float64 (bf16 autocast is for float32 models)", self.amp,
-            )
+        """Ranges and choices."""
+        self.positive("batch_size", "lr", "clip_grad", "checkpoint_every")
+        self.non_negative("steps", "warmup", "seed")
+        check_choice(self.lr_schedule, "train.lr_schedule", SCHEDULES)
+        check_choice(self.device, "train.device", DEVICES)
+        check_choice(self.dtype, "train.dtype", DTYPES)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        """Build from a mapping; unknown keys raise with a did-you-mean suggestion."""
-        check_known_keys(cls, data, source)
-        return cls(**data)
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (``None`` values are ignored), validated.
+@dataclass
+class SampleSection(Section):
+    """Sampling and evaluation.
 
-        Changing ``model`` between a coupling flow and ``cnf`` also resets ``w_kl`` to the new
-        model's default when it held the old one's and is not among ``changes``.
-        """
-        changes = {k: v for k, v in changes.items() if v is not None}
-        model = changes.get("model", self.model)
-        if (model in CNF_MODELS) != (self.model in CNF_MODELS) and "w_kl" not in changes:
-            if self.w_kl == (0.0 if self.model in CNF_MODELS else 1.0):
-                changes["w_kl"] = 0.0 if model in CNF_MODELS else 1.0
-        return dataclasses.replace(self, **changes)
+    Attributes:
+        n_samples: model samples drawn by ``sample``/``evaluate``.
+        batch_size: samples per chunk; 0 takes the kind's default (a CNF's exact divergence
+            keeps one graph per chunk in memory, so it samples in small chunks).
+        clip_fraction: fraction of largest weights clipped for the clipped ESS.
+        n_nll: at most this many held-out samples (evenly spaced) in the NLL; 0: all.
+    """
+
+    NAME = "sample"
+    n_samples: int = 10000
+    batch_size: int = 0
+    clip_fraction: float = 0.002
+    n_nll: int = 0
+
+    def validate(self) -> None:
+        """Ranges."""
+        self.positive("n_samples")
+        self.non_negative("batch_size", "n_nll")
+        check(0 <= self.clip_fraction < 1, "sample.clip_fraction", "in [0, 1)", self.clip_fraction)
+
+
+SHARED = {s.NAME: s for s in (SystemSection, TrainSection, SampleSection)}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written resolved into its ``config.yaml``.
+
+    Attributes:
+        model: the model kind's name (``boltzflow.models.KINDS``).
+        system: :class:`SystemSection`.
+        train: :class:`TrainSection`.
+        sample: :class:`SampleSection`.
+        params: the kind's own section (its :attr:`~boltzflow.models.ModelKind.Params`),
+            written under the kind's name.
+    """
+
+    model: str
+    system: SystemSection
+    train: TrainSection
+    sample: SampleSection
+    params: Section
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The nested mapping written to ``config.yaml``."""
+        return {
+            "version": CONFIG_VERSION,
+            "model": self.model,
+            **{name: getattr(self, name).to_dict() for name in SHARED},
+            self.model: self.params.to_dict(),
+        }
+
+
+def switch_kind(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """``data`` for another model kind: its section dropped, shared sections kept."""
+    kept = {k: v for k, v in data.items() if k in SHARED or k == "version"}
+    return {**kept, "model": model}
+
+
+def default_kind(system_id: str) -> str:
+    """The model kind a system gets without ``model``: ``internal`` for molecules, else
+    ``coupling`` (molecules: a PDB file or an id that names a molecule)."""
+    if system_id.endswith(".pdb") or system_id.startswith(("aldp", "dipeptide:")):
+        return "internal"
+    return "coupling"
+
+
+def is_flat(data: dict[str, Any]) -> bool:
+    """Whether ``data`` is a version-1 (flat) configuration: ``system`` as a string, or a
+    version-1 key at the top level."""
+    return isinstance(data.get("system"), str) or any(
+        key in FLAT_KEYS and key != "system" for key in data
+    )
+
+
+#: Version-1 keys → ``section.key`` of version 2 (the kind's section is ``kind.``).
+FLAT_KEYS = {
+    "system": "system.id", "forcefield": "system.forcefield", "solvent": "system.solvent",
+    "temperature": "system.temperature", "data": "system.data", "n_data": "system.n_data",
+    "n_test": "system.n_test", "steps": "train.steps", "batch_size": "train.batch_size",
+    "lr": "train.lr", "lr_schedule": "train.lr_schedule", "warmup": "train.warmup",
+    "clip_grad": "train.clip_grad", "seed": "train.seed",
+    "checkpoint_every": "train.checkpoint_every", "device": "train.device",
+    "dtype": "train.dtype", "n_samples": "sample.n_samples",
+    "clip_fraction": "sample.clip_fraction", "ode_batch_size": "sample.batch_size",
+    "n_nll_cnf": "sample.n_nll", "n_layers": "kind.n_layers", "hidden": "kind.hidden",
+    "n_bins": "kind.n_bins", "bound": "kind.bound", "w_nll": "kind.w_nll", "w_kl": "kind.w_kl",
+    "kl_batch_size": "kind.kl_batch_size", "kl_start": "kind.kl_start", "u_high": "kind.u_high",
+    "cnf_hidden": "kind.hidden", "cnf_layers": "kind.n_layers", "pairing": "kind.pairing",
+    "ot_block_size": "kind.ot_block_size", "sigma": "kind.sigma", "solver": "kind.solver",
+    "solver_steps": "kind.solver_steps", "divergence": "kind.divergence", "amp": "kind.amp",
+}
+
+#: Keys of one kind that version 1 also held for the others (dropped when upgrading).
+_OTHER_KIND_KEYS = {
+    "cnf": {"n_bins", "bound", "w_nll", "w_kl", "kl_batch_size", "kl_start", "u_high",
+            "n_layers", "hidden"},
+    "coupling": {"cnf_hidden", "cnf_layers", "pairing", "ot_block_size", "sigma", "solver",
+                 "solver_steps", "divergence", "amp", "ode_batch_size", "n_nll_cnf"},
+}
+_OTHER_KIND_KEYS["internal"] = _OTHER_KIND_KEYS["coupling"]
+
+
+def upgrade_flat(data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """A version-1 flat configuration as a version-2 nested one (with a deprecation warning).
+
+    ``model: spline`` / ``affine`` become ``coupling`` (with that ``transform``) for toys and
+    ``internal`` for molecules. Unknown flat keys raise the usual one-line error.
+    """
+    data = dict(data)
+    data.pop("version", None)
+    check_known_keys(["model", *FLAT_KEYS], data, source)
+    old = data.pop("model", "spline")
+    system_id = data.get("system", SystemSection.id)
+    kind = "cnf" if old == "cnf" else default_kind(system_id)
+    if old not in ("spline", "affine", "cnf"):
+        kind = old
+    out: dict[str, Any] = {"model": kind}
+    for key, value in data.items():
+        if key in _OTHER_KIND_KEYS.get(kind, ()) or value is None:
+            continue
+        section, _, name = FLAT_KEYS[key].partition(".")
+        out.setdefault(kind if section == "kind" else section, {})[name] = value
+    if kind == "coupling" and old in ("spline", "affine"):
+        out.setdefault("coupling", {})["transform"] = old
+    warnings.warn(
+        f"{source} uses the flat (version 1) configuration; boltzflow read it as "
+        f"model: {kind} with sections {', '.join(k for k in out if k != 'model')} — "
+        "write it in sections (docs/architecture.md)",
+        DeprecationWarning, stacklevel=3,
+    )
+    return out
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -258,24 +344,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} must end in .toml, .yaml or .yml")
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path} must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"cannot parse {path}: {exc}".splitlines()[0]) from exc
-    except Exception as exc:  # yaml.YAMLError without importing yaml at module level
+    except Exception as exc:  # TOMLDecodeError, yaml.YAMLError (yaml is imported lazily)
         raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from exc
     return data
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a config file."""
-    return TrainConfig.from_dict(read_config_file(path), source=str(path))
+def config_field(default: Any) -> Any:
+    """A dataclass field with a mutable default (a list), copied per instance."""
+    return field(default_factory=lambda: list(default))

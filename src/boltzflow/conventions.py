@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+#: An energy: a float, a NumPy array or a tensor.
+EnergyValue = TypeVar("EnergyValue")
+
 #: Boltzmann constant in kJ/(mol K) (CODATA 2018, times Avogadro's number).
 KB_KJ_PER_MOL_K = 0.00831446261815324
 
@@ -23,6 +28,6 @@ def kT(temperature: float) -> float:
     return KB_KJ_PER_MOL_K * temperature
 
 
-def reduce(energy_kj_per_mol, temperature: float):
+def reduce(energy_kj_per_mol: EnergyValue, temperature: float) -> EnergyValue:
     """Convert an energy in kJ/mol into reduced units ``u = U / kT``."""
     return energy_kj_per_mol / kT(temperature)

@@ -1,7 +1,8 @@
-"""The molecular demo: MD reference → train → sample → evaluate → report, in one directory.
+"""The demo: MD reference → train → sample → evaluate → report, in one directory.
 
-``boltzflow demo`` (and ``make demo``) runs :func:`run_molecular_demo` with
-:data:`~boltzflow.presets.QUICK_ALDP`. Every stage is resumable: the MD dataset (``OUT/md``) is
+``boltzflow demo`` (and ``make demo``) runs :func:`run_demo`: on alanine dipeptide,
+:func:`run_molecular_demo` with :data:`~boltzflow.presets.QUICK_ALDP`; on a toy, the same
+workflow on its built-in reference samples. Every stage is resumable: the MD dataset (``OUT/md``) is
 continued chunk by chunk, training continues from its checkpoint, so rerunning an interrupted
 demo picks up where it stopped and a finished one only re-samples and re-evaluates.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from .presets import Preset
 
-__all__ = ["DemoResult", "run_molecular_demo"]
+__all__ = ["DemoResult", "run_demo", "run_molecular_demo"]
 
 MD_DIR = "md"
 
@@ -26,7 +27,7 @@ class DemoResult:
     """What the demo produced.
 
     Attributes:
-        run: the trained :class:`~boltzflow.pipeline.Run` (its directory holds everything).
+        run: the trained :class:`~boltzflow.runs.Run` (its directory holds everything).
         metrics: the evaluation metrics (also in ``metrics.json``).
         report: path of ``report.md``.
         figures: PNG files written next to the report.
@@ -58,7 +59,7 @@ def run_molecular_demo(
     Returns:
         A :class:`DemoResult`.
     """
-    from . import pipeline, systems
+    from . import runs, systems
     from .md import geometric_temperatures, simulate
 
     out = Path(out)
@@ -77,22 +78,117 @@ def run_molecular_demo(
     seconds["md"] = time.perf_counter() - t0
 
     config = preset.config(data=str(out / MD_DIR))
-    echo(f"[2/4] training a {config.n_layers}-layer internal-coordinate spline flow on "
-         f"{len(dataset)} frames ({config.steps} steps, preset {preset.name!r}) …")
+    echo(f"[2/4] training a {config.params.n_layers}-layer internal-coordinate spline flow on "
+         f"{len(dataset)} frames ({config.train.steps} steps, preset {preset.name!r}) …")
     t0 = time.perf_counter()
-    run = pipeline.train(config, out, progress=progress)
+    run = runs.train(config, out, progress=progress)
     seconds["train"] = time.perf_counter() - t0
 
-    echo(f"[3/4] sampling {config.n_samples} configurations …")
+    echo(f"[3/4] sampling {config.sample.n_samples} configurations …")
     t0 = time.perf_counter()
-    pipeline.sample(run, config.n_samples, progress=progress)
+    runs.sample(run, config.sample.n_samples, progress=progress)
     seconds["sample"] = time.perf_counter() - t0
 
     echo("[4/4] reweighting, evaluating and writing the report …")
     t0 = time.perf_counter()
-    metrics = pipeline.evaluate(run)
+    metrics = runs.evaluate(run)
     seconds["evaluate"] = time.perf_counter() - t0
     return DemoResult(
         run=run, metrics=metrics, report=out / "report.md",
         figures=sorted(out.glob("*.png")), seconds=seconds,
     )
+
+
+def run_demo(
+    system: str = "aldp-implicit",
+    out: str | Path | None = None,
+    *,
+    quality: bool = False,
+    steps: int | None = None,
+    ns: float | None = None,
+    n_samples: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """``boltzflow demo``: the molecular demo on alanine dipeptide (quick or ``quality``
+    preset), or the same workflow on a toy ``system``; prints the stages and the headline
+    numbers, returns what was produced.
+
+    Raises:
+        BoltzflowError: ``quality`` for a toy, or an unknown system.
+    """
+    import os
+
+    import torch
+
+    from .errors import BoltzflowError
+    from .presets import QUALITY_ALDP, QUICK_ALDP
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # One thread: these small models gain little from two, and lose up to 60x when another
+        # job holds a core (OpenMP threads spin; measured on 2 cores: 0.11 vs 6.7 s per step).
+        torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    if system != QUICK_ALDP.system:
+        if quality:
+            raise BoltzflowError(f"--quality is a preset for {QUICK_ALDP.system}, not for {system!r}")
+        return run_toy_demo(system, out, steps=steps, n_samples=n_samples, progress=progress,
+                            echo=echo)
+    preset = (QUALITY_ALDP if quality else QUICK_ALDP).replace(
+        md={} if ns is None else {"ns": ns},
+        train={} if steps is None else {"steps": steps},
+        sample={} if n_samples is None else {"n_samples": n_samples},
+    )
+    result = run_molecular_demo(preset, out or ("runs/demo-quality" if quality else "runs/demo"),
+                                progress=progress, echo=echo)
+    m = result.metrics
+    echo(f"valid samples {m['fraction_valid']:.1%}; ESS {m['ess']:.2%} "
+         f"({m['ess_samples']:.0f} effective samples; clipped {m['ess_clipped']:.2%}); "
+         f"NLL {m.get('nll', float('nan')):.1f} nats")
+    if m.get("dF_phi_reweighted") is not None and m.get("dF_phi_md") is not None:
+        echo(f"ΔF(φ>0 − φ<0): reweighted {m['dF_phi_reweighted']:.2f} ± "
+             f"{m['dF_phi_reweighted_stderr']:.2f} kT, MD {m['dF_phi_md']:.2f} ± "
+             f"{m['dF_phi_md_stderr']:.2f} kT")
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    echo(f"wall clock {time.perf_counter() - t_start:.0f} s ({stages})")
+    echo(f"report: {result.report}")
+    echo(f"plots:  {', '.join(str(p) for p in result.figures)}")
+    return result
+
+
+def run_toy_demo(
+    system: str, out: str | Path | None, *, steps: int | None, n_samples: int | None,
+    progress: bool, echo: Callable[[str], None],
+) -> DemoResult:
+    """Train, sample and evaluate the default model of a toy ``system`` into ``out``."""
+    from . import runs
+    from .models import config_with
+
+    config = config_with({}, {"system.id": system, "train.steps": steps,
+                              "sample.n_samples": n_samples})
+    runs.resolve_system(config)  # fail fast on an unknown id
+    out = Path(out or Path("runs") / f"demo-{runs.slug(system)}")
+    seconds: dict[str, float] = {}
+    echo(f"[1/3] training a {config.model} flow on {system} ({config.train.steps} steps) …")
+    t0 = time.perf_counter()
+    run = runs.train(config, out, progress=progress)
+    seconds["train"] = time.perf_counter() - t0
+    echo(f"[2/3] sampling {config.sample.n_samples} configurations …")
+    t0 = time.perf_counter()
+    runs.sample(run, config.sample.n_samples, progress=progress)
+    seconds["sample"] = time.perf_counter() - t0
+    echo("[3/3] evaluating …")
+    t0 = time.perf_counter()
+    m = runs.evaluate(run)
+    seconds["evaluate"] = time.perf_counter() - t0
+    echo(f"ESS {m['ess']:.3f} ({m['ess_samples']:.0f} effective samples; clipped "
+         f"{m['ess_clipped']:.3f}), NLL {m.get('nll', float('nan')):.3f}")
+    if "dF_exact" in m:
+        a, b = run.system.region_labels
+        echo(f"ΔF({b} − {a}): reweighted {m['dF_reweighted']:.3f} ± "
+             f"{m['dF_reweighted_stderr']:.3f} kT, exact {m['dF_exact']:.3f} kT")
+    figures = sorted(out.glob("*.png"))
+    echo(f"report: {out / 'report.md'}")
+    echo(f"plots:  {', '.join(str(p) for p in figures)}")
+    return DemoResult(run=run, metrics=m, report=out / "report.md", figures=figures,
+                      seconds=seconds)

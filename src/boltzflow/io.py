@@ -67,3 +67,19 @@ def _write_error(path: Path, exc: OSError) -> BoltzflowError:
     return BoltzflowError(
         f"cannot write {path}: {exc.strerror or exc}; {hint} (earlier files are intact)"
     )
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the output directory ``out`` (and parents); it must be writable.
+
+    Raises:
+        BoltzflowError: it cannot be created or written to.
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BoltzflowError(f"cannot create output directory {out}: {exc.strerror}") from exc
+    if not os.access(out, os.W_OK):
+        raise BoltzflowError(f"output directory {out} is not writable; choose another --out")
+    return out

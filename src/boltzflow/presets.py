@@ -2,7 +2,7 @@
 
 A :class:`Preset` pairs the MD that makes the reference data (``boltzflow simulate`` settings,
 parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited) with the
-:class:`~boltzflow.config.TrainConfig` overrides of the internal-coordinate Boltzmann generator.
+configuration of the internal-coordinate Boltzmann generator (``model: internal``).
 
 * :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: 8-12 minutes on 2 CPU cores.
 * :data:`QUALITY_ALDP` — ``boltzflow demo --quality`` and ``bench/aldp.py``: more MD, a bigger
@@ -10,7 +10,7 @@ parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited
 
 Example:
     >>> from boltzflow.presets import QUICK_ALDP
-    >>> QUICK_ALDP.config(data="runs/demo/md").system
+    >>> QUICK_ALDP.config(data="runs/demo/md").system.id
     'aldp-implicit'
 """
 
@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TrainConfig
+from .config import RunConfig
 
 __all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset"]
 
@@ -35,26 +35,35 @@ class Preset:
         md: keyword arguments of :func:`boltzflow.md.simulate` (``ns``, ``frame_interval_ps``,
             ``equilibration_ps``, ``seed``, ...) plus ``replicas`` (number of parallel-tempering
             replicas, a geometric ladder from the system temperature) and ``t_max`` (kelvin).
-        train: :class:`~boltzflow.config.TrainConfig` overrides.
+        data: ``system`` section entries (``n_data``, ``n_test``).
+        train: ``train`` section entries.
+        sample: ``sample`` section entries.
+        model: the ``internal`` section (the internal-coordinate flow).
     """
 
     name: str
     system: str
     md: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
 
-    def config(self, **overrides: Any) -> TrainConfig:
-        """The validated :class:`TrainConfig`: ``system``, then ``train``, then ``overrides``."""
-        return TrainConfig.from_dict(
-            {"system": self.system, **self.train, **overrides}, source=f"preset {self.name!r}"
-        )
+    def config(self, **system: Any) -> RunConfig:
+        """The validated :class:`RunConfig`; ``system`` adds ``system`` section entries
+        (e.g. ``data=`` the MD dataset directory)."""
+        from .models import parse_config
 
-    def replace(self, *, md: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-                **changes: Any) -> Preset:
-        """A copy with ``md`` / ``train`` entries updated (merged) and other fields replaced."""
-        return dataclasses.replace(
-            self, md={**self.md, **(md or {})}, train={**self.train, **(train or {})}, **changes
-        )
+        return parse_config({
+            "model": "internal", "system": {"id": self.system, **self.data, **system},
+            "train": self.train, "sample": self.sample, "internal": self.model,
+        }, source=f"preset {self.name!r}")
+
+    def replace(self, **changes: dict[str, Any]) -> Preset:
+        """A copy with the given sections' entries updated (merged), e.g.
+        ``replace(train={"steps": 10})``."""
+        merged = {k: {**getattr(self, k), **v} for k, v in changes.items()}
+        return dataclasses.replace(self, **merged)
 
 
 #: ``boltzflow demo``: 2 ns of parallel tempering (4 replicas, 300-600 K, a frame every 0.05 ps:
@@ -72,22 +81,18 @@ QUICK_ALDP = Preset(
         "equilibration_ps": 20.0,
         "seed": 0,
     },
-    train={
+    data={"n_data": 40000, "n_test": 2000},
+    train={"steps": 3000, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
+    sample={"n_samples": 20000},
+    model={
         "n_layers": 6,
         "hidden": [64, 64],
         "n_bins": 8,
-        "steps": 3000,
         "kl_start": 1500,
         "w_nll": 1.0,
         "w_kl": 1.0,
         "u_high": 200.0,
-        "lr": 1e-3,
-        "batch_size": 256,
         "kl_batch_size": 256,
-        "n_data": 40000,
-        "n_test": 2000,
-        "n_samples": 20000,
-        "checkpoint_every": 250,
     },
 )
 
@@ -107,22 +112,18 @@ QUALITY_ALDP = Preset(
         "exchange_interval_ps": 1.0,
         "seed": 0,
     },
-    train={
+    data={"n_data": 200000, "n_test": 10000},
+    train={"steps": 6000, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
+    sample={"n_samples": 100000},
+    model={
         "n_layers": 8,
         "hidden": [128, 128],
         "n_bins": 8,
-        "steps": 6000,
         "kl_start": 3000,
         "w_nll": 1.0,
         "w_kl": 1.0,
         "u_high": 200.0,
-        "lr": 1e-3,
-        "batch_size": 256,
         "kl_batch_size": 256,
-        "n_data": 200000,
-        "n_test": 10000,
-        "n_samples": 100000,
-        "checkpoint_every": 250,
     },
 )
 

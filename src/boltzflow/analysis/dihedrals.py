@@ -7,11 +7,18 @@ sign convention (IUPAC: looking along the central bond, positive is clockwise), 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
+from ..systems.molecule import MolecularSystem
 
-def backbone_dihedral_indices(topology) -> dict[str, Tensor]:
+if TYPE_CHECKING:
+    import mdtraj
+
+
+def backbone_dihedral_indices(topology: mdtraj.Topology) -> dict[str, Tensor]:
     """Atom quadruples of the backbone dihedrals of a peptide topology.
 
     φ of residue i is ``C(i-1)-N(i)-CA(i)-C(i)``, ψ of residue i is ``N(i)-CA(i)-C(i)-N(i+1)``
@@ -64,7 +71,9 @@ def dihedral_angles(x: Tensor, indices: Tensor) -> Tensor:
     return torch.atan2(y, (n1 * n2).sum(-1))
 
 
-def ramachandran_angles(system, x: Tensor, *, index: int = 0) -> tuple[Tensor, Tensor]:
+def ramachandran_angles(
+    system: MolecularSystem, x: Tensor, *, index: int = 0
+) -> tuple[Tensor, Tensor]:
     """The Ramachandran pair ``(phi [B], psi [B])`` in radians of a peptide system.
 
     The pair is the ``index``-th φ and the ``index``-th ψ of :func:`backbone_dihedral_indices`
@@ -78,11 +87,13 @@ def ramachandran_angles(system, x: Tensor, *, index: int = 0) -> tuple[Tensor, T
         x: configurations ``[B, n_atoms, 3]`` in nm.
         index: which φ/ψ pair, counted along the chain.
     """
+    if not isinstance(system, MolecularSystem):
+        raise TypeError(f"ramachandran_angles needs a MolecularSystem, got {type(system).__name__}")
     idx = backbone_dihedral_indices(system.topology)
     for name, quads in idx.items():
         if not -len(quads) <= index < len(quads):
             raise ValueError(
-                f"system {getattr(system, 'id', '?')!r} has {len(quads)} {name} dihedral(s); "
+                f"system {system.id!r} has {len(quads)} {name} dihedral(s); "
                 f"index {index} is out of range"
             )
     quads = torch.stack([idx["phi"][index], idx["psi"][index]])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ..energies.base import Energy
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,10 @@ def free_energy_difference(
 
 
 def free_energy_difference_quadrature(
-    energy,
+    energy: Energy,
     bounds: tuple[tuple[float, float], ...],
-    in_a,
-    in_b,
+    in_a: Callable[[Tensor], Tensor],
+    in_b: Callable[[Tensor], Tensor],
     *,
     n_grid: int = 801,
 ) -> float:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..sampling.reweight import effective_sample_size
+from ..systems.molecule import MolecularSystem
 from .dihedrals import ramachandran_angles
 from .pmf import basin_free_energy_difference, free_energy_profile
 from .validity import mask_invalid, validity
@@ -31,14 +32,14 @@ class MolecularEvaluation:
     figures: list[tuple[str, Path]] = field(default_factory=list)
 
 
-def _reference_energies(system, x: Tensor) -> Tensor:
+def _reference_energies(system: MolecularSystem, x: Tensor) -> Tensor:
     energy = copy.deepcopy(system.energy).to(torch.float64)
     with torch.no_grad():
         return torch.cat([energy.energy(c) for c in torch.split(x.to(torch.float64), 5000)])
 
 
 def evaluate_molecule(
-    system, x: Tensor, u: Tensor, log_w: Tensor, reference: Tensor | None, *,
+    system: MolecularSystem, x: Tensor, u: Tensor, log_w: Tensor, reference: Tensor | None, *,
     out_dir: str | Path | None = None, seed: int = 0,
 ) -> MolecularEvaluation:
     """Validity, ESS over valid samples, ΔF of the φ basins, E-W2 and T-W2 (raw and reweighted).
@@ -90,7 +91,10 @@ def evaluate_molecule(
     return MolecularEvaluation(metrics=m, log_w=log_w, figures=figures)
 
 
-def _figures(out: Path, phi, psi, raw, log_w, ref_angles) -> list[tuple[str, Path]]:
+def _figures(
+    out: Path, phi: Tensor, psi: Tensor, raw: Tensor, log_w: Tensor,
+    ref_angles: tuple[Tensor, Tensor] | None,
+) -> list[tuple[str, Path]]:
     from .molplots import plot_free_energy_profiles, plot_ramachandran
 
     panels = []

@@ -2,7 +2,7 @@
 and free-energy profiles with error bands.
 
 Energy histograms are :func:`boltzflow.analysis.plots.plot_energy_histogram`. matplotlib is
-imported lazily (Agg backend) through :mod:`.plots`, whose atomic ``_save`` writes every file.
+imported lazily (Agg backend) through :mod:`.plots`, whose atomic ``save_figure`` writes every file.
 """
 
 from __future__ import annotations
@@ -10,13 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .plots import _pyplot, _save, _weights
+from .plots import pyplot, sample_weights, save_figure
 from .pmf import Profile
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.image import AxesImage
 
 #: ``(title, phi [B], psi [B], log_w [B] or None)``, angles in radians.
 RamachandranPanel = tuple[str, Tensor, Tensor, Tensor | None]
@@ -26,7 +33,7 @@ def _free_energy_map(phi: Tensor, psi: Tensor, log_w: Tensor | None, bins: int) 
     """``F[phi_bin, psi_bin]`` in kT (minimum 0) of a 2-D histogram on [-π, π]²; nan if empty."""
     phi = phi.detach().to("cpu", torch.float64).flatten().numpy()
     psi = psi.detach().to("cpu", torch.float64).flatten().numpy()
-    weights = None if log_w is None else _weights(log_w.detach().to("cpu").flatten())
+    weights = None if log_w is None else sample_weights(log_w.detach().to("cpu").flatten())
     hist, _, _ = np.histogram2d(
         phi, psi, bins=bins, range=[[-math.pi, math.pi]] * 2, weights=weights
     )
@@ -38,7 +45,10 @@ def _free_energy_map(phi: Tensor, psi: Tensor, log_w: Tensor | None, bins: int) 
     return f
 
 
-def _draw(ax, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: bool, cmap):
+def _draw(
+    ax: Axes, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: bool,
+    cmap: Colormap,
+) -> AxesImage:
     title, phi, psi, log_w = panel
     f = _free_energy_map(phi, psi, log_w, bins)
     lim = 180.0 if degrees else math.pi
@@ -65,7 +75,7 @@ def _draw(ax, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: boo
     return image
 
 
-def _cmap(plt):
+def _cmap(plt: ModuleType) -> Colormap:
     return plt.get_cmap("viridis").with_extremes(bad="white")
 
 
@@ -90,7 +100,7 @@ def plot_ramachandran(
     """
     if not panels:
         raise ValueError("plot_ramachandran needs at least one panel")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.6), squeeze=False, sharey=True
     )
@@ -101,7 +111,7 @@ def plot_ramachandran(
         ax.set_xlabel(f"φ ({unit})")
     axes[0, 0].set_ylabel(f"ψ ({unit})")
     fig.colorbar(image, ax=list(axes[0]), label="free energy (kT)", shrink=0.85)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ramachandran_grid(
@@ -119,7 +129,7 @@ def plot_ramachandran_grid(
     """
     if not entries:
         raise ValueError("plot_ramachandran_grid needs at least one entry")
-    plt = _pyplot()
+    plt = pyplot()
     n_cols = max(1, min(n_cols, len(entries)))
     n_rows = math.ceil(len(entries) / n_cols)
     fig, axes = plt.subplots(
@@ -138,7 +148,7 @@ def plot_ramachandran_grid(
     for ax in axes[:, 0]:
         ax.set_ylabel(f"ψ ({unit})", fontsize=8)
     fig.colorbar(image, ax=flat, label="free energy (kT)", shrink=0.8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_free_energy_profiles(
@@ -159,7 +169,7 @@ def plot_free_energy_profiles(
     """
     if not profiles:
         raise ValueError("plot_free_energy_profiles needs at least one profile")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, profile in profiles:
         x = profile.centers.double().numpy()
@@ -181,4 +191,4 @@ def plot_free_energy_profiles(
     ax.set_ylabel("free energy (kT)")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

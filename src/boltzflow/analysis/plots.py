@@ -6,14 +6,23 @@ matplotlib is imported lazily (Agg backend), so ``import boltzflow`` stays light
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..energies.base import Energy
 
-def _pyplot():
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,16 +31,24 @@ def _pyplot():
     return plt
 
 
-def _weights(log_w: Tensor) -> np.ndarray:
+def sample_weights(log_w: Tensor) -> np.ndarray:
+    """Normalized weights ``[B]`` (float64, sum 1) from log weights ``[B]``; NaN counts as 0."""
     w = torch.softmax(log_w.double(), 0)
     return torch.nan_to_num(w, nan=0.0).numpy()
 
 
 def plot_density_2d(
-    energy, bounds, x: Tensor, log_w: Tensor, path: str | Path, *, bins: int = 80, title: str = ""
+    energy: Energy,
+    bounds: Sequence[tuple[float, float]],
+    x: Tensor,
+    log_w: Tensor,
+    path: str | Path,
+    *,
+    bins: int = 80,
+    title: str = "",
 ) -> Path:
     """Exact density ``exp(-u)`` vs model samples vs reweighted samples on a 2-D target."""
-    plt = _pyplot()
+    plt = pyplot()
     (x0, x1), (y0, y1) = bounds
     gx, gy = np.linspace(x0, x1, 200), np.linspace(y0, y1, 200)
     grid = torch.tensor(np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2))
@@ -48,7 +65,7 @@ def plot_density_2d(
     axes[0].set_title("exact exp(-u)")
     axes[1].hist2d(xs[:, 0], xs[:, 1], bins=bins, range=rng, cmap="viridis")
     axes[1].set_title(f"model samples (n={len(xs)})")
-    axes[2].hist2d(xs[:, 0], xs[:, 1], bins=bins, range=rng, weights=_weights(log_w), cmap="viridis")
+    axes[2].hist2d(xs[:, 0], xs[:, 1], bins=bins, range=rng, weights=sample_weights(log_w), cmap="viridis")
     axes[2].set_title("reweighted samples")
     for ax in axes:
         ax.set_xlabel("x1")
@@ -56,7 +73,7 @@ def plot_density_2d(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_energy_histogram(
@@ -64,7 +81,7 @@ def plot_energy_histogram(
     bins: int = 80,
 ) -> Path:
     """Histograms of reduced energies: reference data, model samples, reweighted samples."""
-    plt = _pyplot()
+    plt = pyplot()
     finite = torch.isfinite(u_model) & torch.isfinite(log_w)
     um = u_model[finite].double().numpy()
     if len(um) == 0:  # no finite weight (e.g. every generated molecule invalid): raw energies
@@ -79,12 +96,12 @@ def plot_energy_histogram(
         ax.hist(ur, label="reference", color="black", **kw)
     ax.hist(um, label="model", color="tab:blue", **kw)
     if finite.any():
-        ax.hist(um, weights=_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
+        ax.hist(um, weights=sample_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
     ax.set_xlabel("reduced energy u (kT)")
     ax.set_ylabel("density")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curve(log_csv: str | Path, path: str | Path) -> Path | None:
@@ -96,7 +113,7 @@ def plot_training_curve(log_csv: str | Path, path: str | Path) -> Path | None:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("loss", "nll", "kl"):
@@ -106,10 +123,11 @@ def plot_training_curve(log_csv: str | Path, path: str | Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically, close it and return ``path``."""
     from ..io import write_atomic
 
     path = Path(path)

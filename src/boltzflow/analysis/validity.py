@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from ..systems.molecule import MolecularSystem
+
+if TYPE_CHECKING:
+    import mdtraj
 
 #: Single-bond covalent radii in nm (Cordero et al., Dalton Trans. 2008; C is sp3).
 COVALENT_RADII: dict[str, float] = {
@@ -27,7 +33,7 @@ COVALENT_RADII: dict[str, float] = {
 BOND_TOLERANCE = 1.25
 
 
-def chirality_centers(topology) -> Tensor:
+def chirality_centers(topology: mdtraj.Topology) -> Tensor:
     """Atom indices ``[K, 4]`` ordered ``(CA, N, C, CB)`` of every residue that has all four.
 
     That is every standard amino acid but glycine (caps ACE/NME have no Cα).
@@ -57,19 +63,19 @@ def chirality_signs(x: Tensor, centers: Tensor) -> Tensor:
     return torch.sign(volume)
 
 
-def reference_chirality(system) -> Tensor:
+def reference_chirality(system: MolecularSystem) -> Tensor:
     """Chirality signs ``[K]`` of the system's energy-minimized structure (+1 for L residues)."""
     ref = torch.as_tensor(system.positions, dtype=torch.float64)[None]
     return chirality_signs(ref, chirality_centers(system.topology))[0]
 
 
-def chirality_ok(x: Tensor, system) -> Tensor:
+def chirality_ok(x: Tensor, system: MolecularSystem) -> Tensor:
     """``bool[B]``: every Cα of the sample has the reference chirality (True without any Cα)."""
     signs = chirality_signs(x, chirality_centers(system.topology))
     return (signs == reference_chirality(system).to(signs)).all(-1)
 
 
-def _bond_errors(x: Tensor, system, tolerance: float) -> tuple[Tensor, Tensor]:
+def _bond_errors(x: Tensor, system: MolecularSystem, tolerance: float) -> tuple[Tensor, Tensor]:
     """Per sample, topology bonds missing from and extra bonds present in the inferred graph."""
     top = system.topology
     n_atoms = top.n_atoms
@@ -105,7 +111,7 @@ def _bond_errors(x: Tensor, system, tolerance: float) -> tuple[Tensor, Tensor]:
     return torch.cat(broken), torch.cat(extra)
 
 
-def bond_graph_ok(x: Tensor, system, *, tolerance: float = BOND_TOLERANCE) -> Tensor:
+def bond_graph_ok(x: Tensor, system: MolecularSystem, *, tolerance: float = BOND_TOLERANCE) -> Tensor:
     """``bool[B]``: the bond graph inferred from distances equals the topology's bond graph.
 
     Atoms ``i, j`` count as bonded when ``d_ij < tolerance · (r_i + r_j)`` with the covalent
@@ -163,7 +169,7 @@ def _fraction(mask: Tensor) -> float:
     return float(mask.double().mean()) if mask.numel() else math.nan
 
 
-def validity(x: Tensor, system, *, tolerance: float = BOND_TOLERANCE) -> ValidityReport:
+def validity(x: Tensor, system: MolecularSystem, *, tolerance: float = BOND_TOLERANCE) -> ValidityReport:
     """Chirality and bond-graph checks of samples ``x: [B, n_atoms, 3]`` (nm) of ``system``."""
     chiral = chirality_ok(x, system).cpu()
     broken, extra = _bond_errors(x, system, tolerance)
@@ -194,7 +200,7 @@ class MirrorFix:
         return int(self.mirrored.sum())
 
 
-def fix_chirality_by_mirroring(x: Tensor, system) -> MirrorFix:
+def fix_chirality_by_mirroring(x: Tensor, system: MolecularSystem) -> MirrorFix:
     """Mirror (``x → -x``) samples whose Cα chiralities are *all* inverted (the D-form).
 
     The transferable Boltzmann generator's fix (Klein & Noé 2024): an E(3)-equivariant flow

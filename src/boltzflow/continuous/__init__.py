@@ -1,4 +1,4 @@
-"""Continuous normalizing flows: vector fields (EGNN, MLP), ODE integration, divergences, CNF.
+"""Continuous normalizing flows: vector fields (EGNN, MLP), ODE integration, divergences, CNFs.
 
 Example:
     >>> from boltzflow.continuous import EGNN, RK4, Exact, ContinuousFlow, integrate
@@ -8,13 +8,15 @@ Example:
 
 from __future__ import annotations
 
-from .builders import build_cnf, data_scale, egnn_for_system, particle_context
+from .builders import build_cnf, data_scale, egnn_for_system, particle_context, particle_flow
 from .cnf import ContinuousFlow
 from .divergence import Divergence, Exact, Hutchinson, subspace_basis
-from .egnn import EGNN
+from .egnn import EGNN, EGNNLayer
 from .field import ParticleContext, VectorField, atom_types_from_topology, time_features
 from .integrate import ODESolution, integrate, path_length
 from .mlp import MLPField
+from .peptide import PeptideEGNN
+from .quadrature import QuadratureCNF, gauss_legendre
 from .scale import ParticleScale
 from .solvers import RK4, Dopri5, Euler, FixedStep, Midpoint, Solver
 
@@ -24,6 +26,7 @@ __all__ = [
     "ContinuousFlow",
     "Divergence",
     "Dopri5",
+    "EGNNLayer",
     "Euler",
     "Exact",
     "FixedStep",
@@ -33,14 +36,18 @@ __all__ = [
     "ODESolution",
     "ParticleContext",
     "ParticleScale",
+    "PeptideEGNN",
+    "QuadratureCNF",
     "Solver",
     "VectorField",
     "atom_types_from_topology",
     "build_cnf",
     "data_scale",
     "egnn_for_system",
+    "gauss_legendre",
     "integrate",
     "particle_context",
+    "particle_flow",
     "path_length",
     "subspace_basis",
     "time_features",

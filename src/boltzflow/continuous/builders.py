@@ -7,21 +7,23 @@ from torch import Tensor
 from ..distributions.normal import MeanFreeNormal
 from ..flow import Flow
 from ..systems.base import System
-from ..transforms.base import Chain
+from ..transforms.base import Bijection, Chain
 from .cnf import ContinuousFlow
 from .divergence import Divergence, Exact
 from .egnn import EGNN
 from .field import ParticleContext, VectorField, atom_types_from_topology
+from .scale import ParticleScale
 from .solvers import RK4, Solver
 
-__all__ = ["build_cnf", "data_scale", "egnn_for_system", "particle_context"]
+__all__ = ["build_cnf", "data_scale", "egnn_for_system", "particle_context", "particle_flow"]
 
 
 def particle_context(system: System, *, scheme: str = "equivalent") -> ParticleContext:
     """Atom types of a particle system: one type for toys, topology-derived for molecules."""
-    topology = getattr(system, "topology", None)
-    if topology is not None:
-        return atom_types_from_topology(topology, scheme=scheme)
+    from ..systems.molecule import MolecularSystem
+
+    if isinstance(system, MolecularSystem):
+        return atom_types_from_topology(system.topology, scheme=scheme)
     if not system.is_particle_system:
         raise ValueError(f"system {system.id!r} is not a particle system; use an MLPField")
     return ParticleContext.identical(system.n_particles)
@@ -64,8 +66,11 @@ def build_cnf(
         Exact() if divergence is None else divergence,
         context=context,
     )
-    if scale != 1.0:
-        from .scale import ParticleScale
+    return particle_flow(cnf, n, d, scale)
 
-        cnf = Chain([cnf, ParticleScale(scale, n, d)])
-    return Flow(MeanFreeNormal(n, d), cnf, (n, d))
+
+def particle_flow(bijection: Bijection, n: int, d: int, scale: float) -> Flow:
+    """``Flow(MeanFreeNormal(n, d), bijection → ×scale)``: a continuous flow over ``n``
+    particles in ``d`` dimensions whose field works in units of ``scale`` (the one place a
+    particle CNF's ``Flow`` is assembled: the ``cnf`` and ``tbg`` model kinds use it)."""
+    return Flow(MeanFreeNormal(n, d), Chain([bijection, ParticleScale(scale, n, d)]), (n, d))

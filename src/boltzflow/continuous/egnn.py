@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .field import ParticleContext, VectorField, time_features
 
-__all__ = ["EGNN"]
+__all__ = ["EGNN", "EGNNLayer"]
 
 
 class _SiLU(torch.autograd.Function):
@@ -115,7 +115,7 @@ class EGNN(VectorField):
         self.n_frequencies = n_frequencies
         self.embed = nn.Linear(n_types + 1 + 2 * n_frequencies, hidden)
         self.layers = nn.ModuleList(
-            _EGNNLayer(hidden, update_features=i < n_layers - 1) for i in range(n_layers)
+            EGNNLayer(hidden, update_features=i < n_layers - 1) for i in range(n_layers)
         )
 
     def velocity(self, t: Tensor, x: Tensor, context: ParticleContext | None) -> Tensor:
@@ -138,25 +138,75 @@ class EGNN(VectorField):
         return v - v.mean(dim=-2, keepdim=True)
 
 
-class _EGNNLayer(nn.Module):
-    """One EGNN layer with the first edge linear map factorized over nodes."""
+class EGNNLayer(nn.Module):
+    """One EGNN layer (Satorras et al., 2021) with the first edge linear map factorized over nodes.
 
-    def __init__(self, hidden: int, *, update_features: bool):
+    ``m_ij = φ_m(A h_i + B h_j + w d²_ij + W_e e_ij + b)``,
+    ``x_i ← x_i + 1/N_i Σ_j (x_i - x_j) φ_x(m_ij) / sqrt(d²_ij + 1)``,
+    ``h_i ← h_i + φ_h(h_i, 1/N_i Σ_j m_ij)``
+
+    with ``N_i`` the number of (real) atoms of ``i``'s molecule. Options:
+
+    * ``n_edge_features``: invariant pair features ``e_ij`` (radial basis, bond graph) enter the
+      edge network through ``W_e``;
+    * ``chiral``: add the pseudovector ``a_i × b_i`` of two more message-weighted sums
+      ``Σ_j w_ij (x_i − x_j) / N_i`` to the coordinate update (not reflection equivariant);
+    * a padding mask at call time (``keep``): only messages *from* padding atoms (column ``j``)
+      are zeroed; what padding atoms receive only changes padding atoms, whose outputs are
+      discarded. Self-edges need no mask: ``x_i - x_i = 0``, and ``m_ii`` only adds a node term.
+
+    Args:
+        hidden: feature width ``H``.
+        update_features: compute the new ``h`` (the last layer of a field does not need it).
+        n_edge_features: width of ``e_ij``; 0: none.
+        chiral: add the cross-product term.
+    """
+
+    def __init__(
+        self, hidden: int, *, update_features: bool, n_edge_features: int = 0,
+        chiral: bool = False,
+    ):
         super().__init__()
         # [A | B] of the edge network's first layer A h_i + B h_j + w d²_ij + b.
         self.node_to_edge = nn.Linear(hidden, 2 * hidden)
         bound = 1.0 / math.sqrt(2 * hidden + 1)
         self.distance_weight = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound))
+        self.edge_in = nn.Linear(n_edge_features, hidden, bias=False) if n_edge_features else None
         self.edge = nn.Linear(hidden, hidden)
         self.coord = nn.Linear(hidden, 1)
+        # two more coordinate weights whose sums a_i, b_i give the pseudovector a_i × b_i
+        self.chiral = nn.Linear(hidden, 2) if chiral else None
         self.node = (
             nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
             if update_features
             else None
         )
 
-    def forward(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        x: Tensor,
+        h: Tensor,
+        *,
+        keep: Tensor | None = None,
+        inv_n: Tensor | float | None = None,
+        edges: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Updated ``(x [B, N, d], h [B, N, H])``.
+
+        Args:
+            x: positions ``[B, N, d]`` (``d = 3`` with ``chiral``).
+            h: features ``[B, N, H]``.
+            keep: ``[B, N, 1]`` 1 on real atoms, 0 on padding; None: no padding.
+            inv_n: ``1/N_i`` as ``[B, 1, 1]`` or a float; default ``1/N``.
+            edges: pair features ``[B, N, N, n_edge_features]`` (needed iff it is > 0).
+        """
         n = x.shape[-2]
+
+        def average(s: Tensor) -> Tensor:  # 1/N_i Σ_j s_ij
+            if inv_n is None:
+                return s.sum(2) / n
+            return s.sum(2) * (inv_n if isinstance(inv_n, float) else inv_n.to(s.dtype))
+
         diff = x[:, :, None, :] - x[:, None, :, :]  # [B, N, N, d]
         d2 = diff.square().sum(-1, keepdim=True)  # [B, N, N, 1]
         a, b = self.node_to_edge(h).chunk(2, dim=-1)
@@ -166,10 +216,24 @@ class _EGNNLayer(nn.Module):
         else:  # + w d²_ij as a rank-one product: its backward is two matrix-vector products
             flat = torch.addmm(ab.flatten(0, 2), d2.flatten(0, 2), self.distance_weight[None])
             pre = flat.view(ab.shape)
+        if self.edge_in is not None:  # radial basis of d_ij, covalent-graph distance
+            if edges is None:
+                raise ValueError("this EGNN layer takes edge features: pass edges [B, N, N, F]")
+            pre = pre + self.edge_in(edges)
         m = silu(self.edge(silu(pre)))  # [B, N, N, H]
-        # Self-edges need no mask: x_i - x_i = 0, and m_ii only adds a node term to h_i.
-        weight = self.coord(m) * torch.rsqrt(d2 + 1.0)
-        x = x + (diff * weight).sum(2) / n
+        inv_d = torch.rsqrt(d2 + 1.0)
+        weight = self.coord(m) * inv_d  # [B, N, N, 1]
+        if keep is not None:
+            from_real = keep[:, None, :, :]  # [B, 1, N, 1]: message j -> i exists iff j is real
+            weight = weight * from_real
+            m = m * from_real.to(m.dtype)
+        update = average(diff * weight)
+        if self.chiral is not None:
+            wa, wb = (self.chiral(m) * inv_d).chunk(2, dim=-1)  # [B, N, N, 1] each
+            if keep is not None:
+                wa, wb = wa * from_real, wb * from_real
+            update = update + torch.linalg.cross(average(diff * wa), average(diff * wb), dim=-1)
+        x = x + update
         if self.node is not None:
-            h = h + self.node(torch.cat([h, m.sum(2) / n], dim=-1))
+            h = h + self.node(torch.cat([h, average(m).to(h.dtype)], dim=-1))
         return x, h

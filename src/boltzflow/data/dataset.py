@@ -6,7 +6,7 @@ import datetime
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,11 @@ from torch import Tensor
 
 from ..conventions import kT
 from ..errors import BoltzflowError
+from ..systems.molecule import MolecularSystem
 from . import files
+
+if TYPE_CHECKING:
+    import mdtraj
 
 #: Trajectory formats, by file suffix, that :meth:`Dataset.export` and
 #: :meth:`Dataset.from_trajectory` read and write (through mdtraj).
@@ -109,7 +113,7 @@ class Dataset:
         cls,
         traj_path: str | Path,
         top_path: str | Path | None,
-        system,
+        system: MolecularSystem,
         *,
         stride: int = 1,
         platform: str = "Reference",
@@ -159,7 +163,7 @@ class Dataset:
         dt_ps = float(traj.timestep) if traj.n_frames > 1 and traj.time[1] != traj.time[0] else 0.0
         import openmm
 
-        from .. import __version__
+        from ..version import __version__
 
         prov = {
             "format": files.FORMAT,
@@ -212,7 +216,7 @@ class Dataset:
         self.path = root
         return root
 
-    def to_mdtraj(self, topology=None):
+    def to_mdtraj(self, topology: mdtraj.Topology | None = None) -> mdtraj.Trajectory:
         """An ``mdtraj.Trajectory`` of the frames (``topology`` defaults to the dataset's)."""
         import mdtraj
 
@@ -226,7 +230,7 @@ class Dataset:
         time = self.time_ps.numpy() if len(self) else None
         return mdtraj.Trajectory(self.positions.numpy(), top, time=time)
 
-    def export(self, path: str | Path, topology=None) -> Path:
+    def export(self, path: str | Path, topology: mdtraj.Topology | None = None) -> Path:
         """Write the frames as PDB, DCD or XTC (chosen by ``path``'s suffix), atomically."""
         path = Path(path)
         _check_suffix(path, "export")
@@ -241,7 +245,7 @@ class Dataset:
         return path
 
 
-def write_topology_pdb(root: Path, topology, positions: np.ndarray) -> None:
+def write_topology_pdb(root: Path, topology: mdtraj.Topology, positions: np.ndarray) -> None:
     """Write ``topology.pdb`` (the molecule at ``positions`` ``[n_atoms, 3]`` nm) atomically."""
     import mdtraj
 
@@ -315,12 +319,12 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def system_provenance(system) -> dict[str, Any]:
+def system_provenance(system: MolecularSystem) -> dict[str, Any]:
     """The provenance fields that pin a molecular system's energy (id, force field, solvent,
     temperature, atom count and a sha256 of the serialized OpenMM system)."""
     import openmm
 
-    if getattr(system, "openmm_system", None) is None or not system.temperature:
+    if not isinstance(system, MolecularSystem) or not system.temperature:
         raise BoltzflowError(
             f"system {system.id!r} is not a molecular system with an OpenMM system and a "
             "temperature; use a molecule such as aldp-implicit"
@@ -336,7 +340,7 @@ def system_provenance(system) -> dict[str, Any]:
     }
 
 
-def _openmm_reduced_energies(system, positions: np.ndarray, platform: str) -> np.ndarray:
+def _openmm_reduced_energies(system: MolecularSystem, positions: np.ndarray, platform: str) -> np.ndarray:
     """Reduced energies ``[n]`` (float64) of ``positions`` ``[n, n_atoms, 3]`` nm by OpenMM."""
     import openmm
     from openmm import unit
@@ -369,7 +373,7 @@ def _check_atom_count(n_traj: int, n_sys: int, path: Path, system_id: str) -> No
         )
 
 
-def _check_elements(top, ref, path: Path, system_id: str) -> None:
+def _check_elements(top: mdtraj.Topology, ref: mdtraj.Topology, path: Path, system_id: str) -> None:
     for a, b in zip(top.atoms, ref.atoms):
         ea, eb = getattr(a.element, "symbol", None), getattr(b.element, "symbol", None)
         if ea != eb:

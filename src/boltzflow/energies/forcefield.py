@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +40,10 @@ from .ff_terms import (
     term_names,
 )
 
+if TYPE_CHECKING:
+    import openmm
+    from torch.autograd.function import FunctionCtx
+
 #: Forces that contribute no potential energy.
 SKIPPED_FORCES = ("CMMotionRemover",)
 
@@ -45,14 +51,14 @@ SKIPPED_FORCES = ("CMMotionRemover",)
 # --- parameters read off an OpenMM System ------------------------------------------------------
 
 
-def _value(quantity, unit=None) -> float:
+def _value(quantity: openmm.unit.Quantity | float, unit: openmm.unit.Unit | None = None) -> float:
     """A plain float from an OpenMM ``Quantity`` (in ``unit``) or a number."""
     if unit is not None and hasattr(quantity, "value_in_unit"):
         return float(quantity.value_in_unit(unit))
     return float(getattr(quantity, "_value", quantity))
 
 
-def _check_no_cutoff(force, no_cutoff: int) -> None:
+def _check_no_cutoff(force: openmm.Force, no_cutoff: int) -> None:
     if force.getNonbondedMethod() != no_cutoff:
         raise NotImplementedError(
             f"{type(force).__name__} uses nonbonded method {force.getNonbondedMethod()}; "
@@ -61,7 +67,7 @@ def _check_no_cutoff(force, no_cutoff: int) -> None:
         )
 
 
-def _read_bonds(force) -> dict[str, np.ndarray]:
+def _read_bonds(force: openmm.HarmonicBondForce) -> dict[str, np.ndarray]:
     from openmm import unit
 
     rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
@@ -72,7 +78,7 @@ def _read_bonds(force) -> dict[str, np.ndarray]:
     }
 
 
-def _read_angles(force) -> dict[str, np.ndarray]:
+def _read_angles(force: openmm.HarmonicAngleForce) -> dict[str, np.ndarray]:
     from openmm import unit
 
     rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
@@ -83,7 +89,7 @@ def _read_angles(force) -> dict[str, np.ndarray]:
     }
 
 
-def _read_torsions(force) -> dict[str, np.ndarray]:
+def _read_torsions(force: openmm.PeriodicTorsionForce) -> dict[str, np.ndarray]:
     from openmm import unit
 
     rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
@@ -95,7 +101,7 @@ def _read_torsions(force) -> dict[str, np.ndarray]:
     }
 
 
-def _read_nonbonded(force, n_atoms: int) -> dict[str, np.ndarray]:
+def _read_nonbonded(force: openmm.NonbondedForce, n_atoms: int) -> dict[str, np.ndarray]:
     """Per-pair ``charge_prod, sigma, epsilon: [N, N]`` with exceptions applied (symmetric)."""
     import openmm
     from openmm import unit
@@ -121,7 +127,7 @@ def _read_nonbonded(force, n_atoms: int) -> dict[str, np.ndarray]:
     return {"charge_prod": charge_prod, "sigma": sigma, "epsilon": epsilon}
 
 
-def _read_native_obc(force, n_atoms: int) -> tuple[OBCModel, dict[str, np.ndarray]]:
+def _read_native_obc(force: openmm.GBSAOBCForce, n_atoms: int) -> tuple[OBCModel, dict[str, np.ndarray]]:
     """OpenMM's ``GBSAOBCForce``: OBC2 (α=1, β=0.8, γ=4.85) with the inside-atom correction."""
     import openmm
     from openmm import unit
@@ -159,7 +165,7 @@ _CUSTOM_OBC = {  # class name in openmm.app.internal.customgbforces: (α, β, γ
 }
 
 
-def _read_custom_obc(force, n_atoms: int) -> tuple[OBCModel, dict[str, np.ndarray]]:
+def _read_custom_obc(force: openmm.CustomGBForce, n_atoms: int) -> tuple[OBCModel, dict[str, np.ndarray]]:
     """A ``CustomGBForce`` made by ``implicit/obc1.xml`` or ``obc2.xml``, recognized exactly.
 
     The expressions are compared with those of a freshly built ``GBSAOBC1Force`` /
@@ -220,7 +226,7 @@ def _read_custom_obc(force, n_atoms: int) -> tuple[OBCModel, dict[str, np.ndarra
     )
 
 
-def _read_forces(system, n_atoms: int) -> dict[str, list]:
+def _read_forces(system: openmm.System, n_atoms: int) -> dict[str, list]:
     """The parameters of every force of ``system``, by kind; raises on unsupported forces."""
     import openmm
 
@@ -253,7 +259,7 @@ def _read_forces(system, n_atoms: int) -> dict[str, list]:
     return out
 
 
-def _custom_gb_signature(force) -> tuple:
+def _custom_gb_signature(force: openmm.CustomGBForce) -> tuple:
     """Everything that defines a ``CustomGBForce``'s functional form, for exact comparison."""
     return (
         tuple(
@@ -296,7 +302,9 @@ class TorchForceField(Energy):
         >>> ff.terms(x)["gb_polar"]     # [B] in kJ/mol
     """
 
-    def __init__(self, openmm_system, temperature: float, *, chunk_size: int | None = None):
+    def __init__(
+        self, openmm_system: openmm.System, temperature: float, *, chunk_size: int | None = None
+    ) -> None:
         n_atoms = openmm_system.getNumParticles()
         super().__init__((n_atoms, 3))
         self.temperature = float(temperature)
@@ -423,7 +431,7 @@ class TorchForceField(Energy):
             )
         return self._cache[key]
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> TorchForceField:
         self._cache = {}
         return super()._apply(fn, recurse)
 
@@ -451,14 +459,14 @@ class _EnergyFunction(torch.autograd.Function):
     """``x -> u`` by :class:`TorchForceField`; backward is the analytic ``du/dx`` (first order)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, ff: TorchForceField) -> Tensor:
+    def forward(ctx: FunctionCtx, x: Tensor, ff: TorchForceField) -> Tensor:
         terms, grad = ff._evaluate(x, forces=True)
         ctx.save_for_backward(grad.div_(ff.kT))
         return terms.sum(1).div_(ff.kT)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_u: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: FunctionCtx, grad_u: Tensor) -> tuple[Tensor, None]:
         (grad,) = ctx.saved_tensors
         return grad_u[:, None, None] * grad, None
 
@@ -468,7 +476,7 @@ def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str
     (per-term columns ``[n, 1]``, dense pair columns ``[N*N, 1]``); fills ``counts``."""
     out: dict[str, np.ndarray] = {"eye": np.eye(n).reshape(n * n, 1)}
 
-    def column(values) -> np.ndarray:
+    def column(values: Sequence[float] | np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64).reshape(-1, 1)
 
     bonds = _concat(forces["bonds"], {"idx": (0, 2), "length": (0,), "k": (0,)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,10 @@ from torch import Tensor
 
 from ..conventions import kT
 from .base import Energy, check_event_shape
+
+if TYPE_CHECKING:
+    import openmm
+    from torch.autograd.function import FunctionCtx
 
 
 class OpenMMEnergy(Energy):
@@ -41,7 +46,7 @@ class OpenMMEnergy(Energy):
 
     def __init__(
         self,
-        openmm_system,
+        openmm_system: openmm.System,
         temperature: float,
         platform: str = "Reference",
         *,
@@ -164,7 +169,7 @@ class _OpenMMEnergyFunction(torch.autograd.Function):
     """``x -> u`` evaluated by OpenMM; backward is ``-force`` (first derivatives only)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, energy: OpenMMEnergy) -> Tensor:
+    def forward(ctx: FunctionCtx, x: Tensor, energy: OpenMMEnergy) -> Tensor:
         u, f = energy.evaluate(x, forces=ctx.needs_input_grad[0])
         if f is not None:
             ctx.save_for_backward(f)
@@ -172,6 +177,6 @@ class _OpenMMEnergyFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_u: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: FunctionCtx, grad_u: Tensor) -> tuple[Tensor, None]:
         (f,) = ctx.saved_tensors
         return -grad_u[:, None, None] * f, None

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .replica_exchange import geometric_temperatures
-from .simulate import simulate
+from .simulate import SimulationPlan, simulate
 
-__all__ = ["geometric_temperatures", "simulate"]
+__all__ = ["SimulationPlan", "geometric_temperatures", "simulate"]

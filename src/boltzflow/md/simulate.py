@@ -17,6 +17,7 @@ from ..conventions import kT
 from ..data import files
 from ..data.dataset import Dataset, system_provenance, utc_now, write_topology_pdb
 from ..errors import BoltzflowError
+from ..systems.molecule import MolecularSystem
 from .replica_exchange import check_ladder, log_acceptance, neighbour_pairs
 from .walkers import Walkers, platform_by_name, read_state
 
@@ -44,7 +45,7 @@ def _state_name(chunk: int) -> str:
 
 
 def simulate(
-    system,
+    system: MolecularSystem,
     out: str | Path,
     *,
     ns: float,
@@ -94,7 +95,7 @@ def simulate(
         BoltzflowError: bad settings, unknown platform, or ``out`` holding another dataset.
     """
     fields = system_provenance(system)
-    plan = _Plan.make(
+    plan = SimulationPlan.make(
         fields["temperature"],
         ns=ns,
         timestep_fs=timestep_fs,
@@ -133,13 +134,27 @@ def simulate(
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Validated step counts of a simulation."""
+class SimulationPlan:
+    """The validated step counts of a simulation, from the settings :func:`simulate` takes.
+
+    Build one with :meth:`make`, which checks every setting with the messages ``simulate``
+    gives; the dipeptide builder uses it to validate a whole build before any MD starts.
+
+    Attributes:
+        temperatures: the replica temperatures (K), the target first; one without exchange.
+        n_frames: saved frames of production MD.
+        steps_per_frame: integration steps between saved frames.
+        steps_per_exchange: steps between replica-exchange attempts; 0 without exchange.
+        equilibration_steps: unsaved steps before the first frame.
+        frames_per_chunk: frames per chunk file.
+        timestep_fs: integration time step (fs).
+        friction_per_ps: Langevin friction (1/ps).
+    """
 
     temperatures: list[float]
     n_frames: int
     steps_per_frame: int
-    steps_per_exchange: int  # 0 without replica exchange
+    steps_per_exchange: int
     equilibration_steps: int
     frames_per_chunk: int
     timestep_fs: float
@@ -150,15 +165,20 @@ class _Plan:
         cls,
         temperature: float,
         *,
-        ns,
-        timestep_fs,
-        friction_per_ps,
-        frame_interval_ps,
-        replicas,
-        exchange_interval_ps,
-        equilibration_ps,
-        frames_per_chunk,
-    ) -> _Plan:
+        ns: float,
+        timestep_fs: float,
+        friction_per_ps: float,
+        frame_interval_ps: float,
+        replicas: Sequence[float] | None,
+        exchange_interval_ps: float,
+        equilibration_ps: float,
+        frames_per_chunk: int,
+    ) -> SimulationPlan:
+        """Check the settings (units as in :func:`simulate`) and count the steps.
+
+        Raises:
+            BoltzflowError: a setting out of range, naming it.
+        """
         for name, value in [
             ("ns", ns),
             ("timestep_fs", timestep_fs),
@@ -299,7 +319,7 @@ class _Run:
     def __init__(
         self,
         root: Path,
-        plan: _Plan,
+        plan: SimulationPlan,
         settings: dict[str, Any],
         previous: dict[str, Any] | None,
         platform: str,
@@ -346,7 +366,7 @@ class _Run:
     def _write_provenance(self, exchange: _Exchange | None, wall_seconds: float) -> None:
         import openmm
 
-        from .. import __version__
+        from ..version import __version__
 
         n_frames = sum(r["n_frames"] for r in self.records)
         used = list(dict.fromkeys([*self.previous.get("platforms_used", []), self.platform]))
@@ -384,7 +404,7 @@ class _Run:
 
     # -- the simulation ----------------------------------------------------------------------
 
-    def execute(self, system, callback: Callable[[int, int], None] | None) -> None:
+    def execute(self, system: MolecularSystem, callback: Callable[[int, int], None] | None) -> None:
         plan = self.plan
         try:
             self.root.mkdir(parents=True, exist_ok=True)

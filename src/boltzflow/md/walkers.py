@@ -7,12 +7,15 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data import files
 from ..errors import BoltzflowError
+
+if TYPE_CHECKING:
+    import openmm
 
 
 def platform_by_name(name: str):
@@ -51,7 +54,7 @@ class Walkers:
 
     def __init__(
         self,
-        openmm_system,
+        openmm_system: openmm.System,
         temperatures: Sequence[float],
         *,
         friction_per_ps: float,

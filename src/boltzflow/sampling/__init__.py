@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .draw import draw
 from .reweight import (
+    FEW_EFFECTIVE_SAMPLES,
     clip_log_weights,
     effective_sample_size,
     effective_sample_size_clipped,
+    few_effective_samples,
     log_weights,
     resample_multinomial,
     resample_systematic,
@@ -14,11 +16,13 @@ from .reweight import (
 from .samples import Samples
 
 __all__ = [
+    "FEW_EFFECTIVE_SAMPLES",
     "Samples",
     "clip_log_weights",
     "draw",
     "effective_sample_size",
     "effective_sample_size_clipped",
+    "few_effective_samples",
     "log_weights",
     "resample_multinomial",
     "resample_systematic",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..distributions.base import Distribution
@@ -11,7 +13,12 @@ from .samples import Samples
 
 @torch.no_grad()
 def draw(
-    model: Distribution, energy: Energy, n: int, *, batch_size: int = 10_000, progress=None
+    model: Distribution,
+    energy: Energy,
+    n: int,
+    *,
+    batch_size: int = 10_000,
+    progress: Callable[[int], object] | None = None,
 ) -> Samples:
     """``n`` samples of ``model`` with ``log_q`` and the reduced target energy ``u``.
 

@@ -39,6 +39,16 @@ def effective_sample_size(log_w: Tensor) -> float:
     return float(ess)
 
 
+#: Below this many effective samples the reweighted numbers rest on a handful of samples (one
+#: carries all the weight at 1); reports and tables say so.
+FEW_EFFECTIVE_SAMPLES = 10
+
+
+def few_effective_samples(ess_samples: float | None) -> bool:
+    """Whether a Kish ESS of ``ess_samples`` (a count) is too few to trust reweighted numbers."""
+    return ess_samples is not None and ess_samples < FEW_EFFECTIVE_SAMPLES
+
+
 def clip_log_weights(log_w: Tensor, fraction: float = 0.002) -> Tensor:
     """Clip the largest ``fraction`` of log weights to the value at that quantile.
 

@@ -20,21 +20,28 @@ __all__ = [
 
 from .pairing import (  # noqa: E402
     EquivariantOT,
+    GroupSlots,
     IndependentPairing,
     MinibatchOT,
     Pairing,
+    align_molecule,
     align_pairs,
+    molecule_ot,
     transport_cost,
 )
-from .paths import LinearPath, flow_matching_loss  # noqa: E402
+from .paths import LinearPath, flow_matching_loss, velocity_loss  # noqa: E402
 
 __all__ += [
     "EquivariantOT",
+    "GroupSlots",
     "IndependentPairing",
     "LinearPath",
     "MinibatchOT",
     "Pairing",
+    "align_molecule",
     "align_pairs",
     "flow_matching_loss",
+    "molecule_ot",
     "transport_cost",
+    "velocity_loss",
 ]

@@ -92,3 +92,20 @@ def shard(n: int, w: World | None = None) -> range:
     per, extra = divmod(n, w.size)
     start = w.rank * per + min(w.rank, extra)
     return range(start, start + per + (1 if w.rank < extra else 0))
+
+
+def device(name: str) -> torch.device:
+    """The torch device for ``name`` (``cpu`` or ``cuda``) on this rank (``cuda:LOCAL_RANK``).
+
+    Raises:
+        BoltzflowError: ``cuda`` without a visible GPU, or another name.
+    """
+    from ..errors import BoltzflowError
+
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise BoltzflowError("device 'cuda' was asked for but no CUDA GPU is visible; use cpu")
+        return torch.device("cuda", world().local_rank)
+    if name != "cpu":
+        raise BoltzflowError(f"device must be cpu or cuda, got {name!r}")
+    return torch.device("cpu")

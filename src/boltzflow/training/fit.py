@@ -228,7 +228,9 @@ def fit(
     return rows
 
 
-def _diverged_message(what: str, value, step: int, parts, lr: float, ckpt) -> str:
+def _diverged_message(
+    what: str, value: Tensor, step: int, parts: dict[str, Tensor], lr: float, ckpt: Path | None
+) -> str:
     shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
     where = f"; the last good checkpoint is {ckpt}" if ckpt is not None and ckpt.exists() else ""
     return (

@@ -8,16 +8,20 @@ Tong et al., 2024). A training step then reads::
     t = torch.rand(len(x1))
     loss = flow_matching_loss(field, x0, x1, t, context)
     loss.backward(); optimizer.step()
+
+or, for a loop that calls the field itself (autocast, padded batches of molecules),
+``loss = velocity_loss(field(t, xt, context), ut, mask)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["LinearPath", "flow_matching_loss"]
+__all__ = ["LinearPath", "flow_matching_loss", "velocity_loss"]
 
 
 @dataclass(frozen=True)
@@ -75,4 +79,43 @@ def flow_matching_loss(
         path: conditional path; default :class:`LinearPath` with ``σ = 0``.
     """
     xt, ut = (LinearPath() if path is None else path)(x0, x1, t)
-    return (field(t, xt, context) - ut).pow(2).flatten(1).sum(-1).mean()
+    return velocity_loss(field(t, xt, context), ut)
+
+
+def velocity_loss(
+    v: Tensor,
+    ut: Tensor,
+    mask: Tensor | None = None,
+    *,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> Tensor:
+    """The flow-matching regression error ``Σ |v - ut|²`` over real entries (a scalar tensor).
+
+    ``v`` is cast to ``ut``'s dtype first, so a field run under bfloat16 autocast is compared
+    in the target's precision.
+
+    Args:
+        v: predicted velocities ``[B, N, d]`` or ``[B, D]``.
+        ut: target velocities, same shape.
+        mask: ``[B, N]`` True on real atoms of a padded batch (only for ``[B, N, d]``); padding
+            contributes nothing whatever ``v`` and ``ut`` hold there.
+        reduction: ``"mean"``: the squared error summed over each configuration, averaged over
+            the ``B`` configurations; ``"sum"``: summed over the batch too, for a loss that
+            accumulates several padded passes and divides by its own count of real atoms.
+
+    Example:
+        >>> velocity_loss(torch.ones(4, 3, 2), torch.zeros(4, 3, 2))
+        tensor(6.)
+    """
+    if v.shape != ut.shape:
+        raise ValueError(f"v and ut must have equal shapes, got {list(v.shape)}, {list(ut.shape)}")
+    err = (v.to(ut.dtype) - ut).square()
+    if mask is not None:
+        if v.dim() != 3 or mask.shape != v.shape[:2]:
+            raise ValueError(f"mask must be [B, N] = {list(v.shape[:2])}, got {list(mask.shape)}")
+        err = err.sum(-1) * mask
+    if reduction == "sum":
+        return err.sum()
+    if reduction == "mean":
+        return err.flatten(1).sum(-1).mean()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")

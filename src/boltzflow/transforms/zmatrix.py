@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import mdtraj
 
 __all__ = ["ZMatrix", "build_zmatrix", "zmatrix_from_graph"]
 
@@ -93,16 +96,21 @@ def _validate(rows: Tensor) -> None:
         )
 
 
-def build_zmatrix(topology: Any) -> ZMatrix:
+def build_zmatrix(topology: mdtraj.Topology) -> ZMatrix:
     """A Z-matrix for the molecule of an mdtraj ``Topology`` (uses its bonds and elements).
 
     See :func:`zmatrix_from_graph` for the construction.
 
     Raises:
+        TypeError: ``topology`` is not an mdtraj ``Topology``.
         ValueError: fewer than 3 atoms, or a bond graph that is not one connected molecule.
     """
-    if topology is None or not hasattr(topology, "bonds"):
-        raise ValueError("build_zmatrix needs an mdtraj Topology with bonds, got None")
+    import mdtraj
+
+    if not isinstance(topology, mdtraj.Topology):
+        raise TypeError(
+            f"build_zmatrix needs an mdtraj Topology with bonds, got {type(topology).__name__}"
+        )
     bonds = [(a.index, b.index) for a, b in topology.bonds]
     hydrogen = [a.element is not None and a.element.symbol == "H" for a in topology.atoms]
     return zmatrix_from_graph(topology.n_atoms, bonds, hydrogen)

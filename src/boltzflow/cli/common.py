@@ -1,0 +1,51 @@
+"""Options and process set-up shared by the commands."""
+
+from __future__ import annotations
+
+import os
+
+FF_HELP = "Force field for a PDB system: amber14 or amber99sb-ildn [amber14]."
+SOLVENT_HELP = "Solvent model for a PDB system: vacuum, obc1 or obc2 [obc2]."
+TEMP_HELP = "Temperature in kelvin for a PDB system [300]."
+DEBUG_HELP = "Show full tracebacks (also accepted before the command: boltzflow --debug ...)."
+SOLVER_HELP = "Sampling integrator of a CNF/tbg model: rk4, dopri5 or gauss-legendre [the run's]."
+
+
+def set_threads(n: int | None = None) -> None:
+    """Torch threads: ``n``, else at most 4 and the machine's cores, unless
+    ``OMP_NUM_THREADS`` is set (more threads than free cores is 5-12× slower on small models)."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(n or max(1, min(4, os.cpu_count() or 1)))
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0 (or alone)."""
+    from ..training.distributed import world
+
+    return world().is_main
+
+
+def run_dir(run: str | None, checkpoint: str | None) -> str:
+    """The run directory from ``--run``, or from the older ``--checkpoint FILE`` spelling."""
+    from pathlib import Path
+
+    from ..errors import BoltzflowError
+
+    if run is not None:
+        return run
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        return str(path.parent if path.suffix == ".pt" else path)
+    raise BoltzflowError("give --run RUN (the directory `boltzflow train` wrote)")
+
+
+def sampling_changes(
+    model: str, device: str | None, solver: str | None, solver_steps: int | None,
+    quadrature_power: float | None, quadrature_nodes: int | None = None,
+) -> dict[str, object]:
+    """Config changes of the sampling options for a run of kind ``model``."""
+    return {"train.device": device, f"{model}.solver": solver,
+            f"{model}.solver_steps": solver_steps, f"{model}.quadrature_power": quadrature_power,
+            f"{model}.quadrature_nodes": quadrature_nodes}

@@ -1,0 +1,38 @@
+"""``boltzflow demo``: the main job in one command (:func:`boltzflow.demo.run_demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo_cmd(
+    out: Path | None = typer.Option(
+        None, "--out", "-o",
+        help="Run directory (default runs/demo, runs/demo-quality with --quality, runs/demo-SYSTEM "
+        "for a toy).",
+    ),
+    system: str = typer.Option(
+        "aldp-implicit", "--system", "-s",
+        help="aldp-implicit (MD reference + molecular Boltzmann generator) or a toy system id "
+        "(e.g. double-well: reference samples built in).",
+    ),
+    quality: bool = typer.Option(
+        False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, about 40 min)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
+    ns: float | None = typer.Option(None, "--ns", hidden=True, help="MD length (ns), for tests."),
+    n_samples: int | None = typer.Option(None, "--n-samples", hidden=True, help="For tests."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The main job: MD reference, train, sample, reweight, report (8-12 min on 2 cores)."""
+    from ..demo import run_demo
+
+    run_demo(system, out, quality=quality, steps=steps, ns=ns, n_samples=n_samples,
+             progress=progress, echo=typer.echo)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to ``app``."""
+    app.command("demo")(demo_cmd)
