@@ -1,23 +1,27 @@
 """Benchmark: energy + force throughput of TorchForceField (batched) vs OpenMM (per configuration).
 
-System ``aldp-implicit`` (ACE-ALA-NME, amber99sb-ildn, native GBSAOBCForce, no cutoff), batches
-of minimized positions plus 0.01 nm Gaussian noise. Torch rows evaluate the whole batch with
-``energy_and_force`` (chunked internally); OpenMM rows loop over the configurations with one
-Context: ``setPositions`` + ``getState(getEnergy=True, getForces=True)``, on the Reference
-platform (always single-threaded) and on the CPU platform with ``Threads`` set to the thread
-count of the table. Every repeat runs every row once, round-robin, so that a change of machine
-load hits all rows alike; each cell is the best of ``--repeats`` (configurations per second,
-higher is better). The last line of each table is the target ratio: TorchForceField float32 over
-the fastest OpenMM per-configuration row, at the largest batch.
+Systems: ``aldp-implicit`` (ACE-ALA-NME, 22 atoms, amber99sb-ildn) and ``dipeptide:KE``
+(Lys-Glu zwitterion, 40 atoms, amber14), both with OpenMM's native OBC2 ``GBSAOBCForce`` and no
+cutoff; batches of minimized positions plus 0.01 nm Gaussian noise. What is timed is energy *and*
+forces: torch rows call ``energy_and_force`` on the whole batch (analytic forces, chunked
+internally), eager and with ``compile=True``; OpenMM rows loop over the configurations with one
+Context, ``setPositions`` + ``getState(getEnergy=True, getForces=True)``, on the Reference platform
+(single-threaded) and on the CPU platform with ``Threads`` = ``--threads``. A cell runs its batch
+enough times to take ~1,000 configurations (batch 1: 1,000 calls). Every repeat runs every cell
+once, round-robin, so that a change of machine load hits all rows alike; a cell is the best of
+``--repeats``, in configurations per second, with its ratio to OpenMM Reference at the same batch.
+The last columns are the parity with OpenMM Reference on 100 configurations: the largest
+|ΔE| (kJ/mol) and the largest relative force error ‖ΔF‖/‖F‖.
 
-    .venv/bin/python bench/energy.py                     # 1 and 2 threads, batches 1,000, 10,000
-    .venv/bin/python bench/energy.py --threads 1         # one table
-    .venv/bin/python bench/energy.py --device cuda       # torch rows on a GPU as well
+    .venv/bin/python bench/energy.py                  # both systems, 1 thread, 3-6 minutes
+    .venv/bin/python bench/energy.py --no-compile     # eager rows only
+    .venv/bin/python bench/energy.py --device cuda    # torch rows on a GPU as well
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Callable
@@ -28,9 +32,11 @@ import torch
 from boltzflow import systems
 from boltzflow.energies import OpenMMEnergy, TorchForceField
 
+Row = Callable[[np.ndarray], object]  # evaluates energy + forces of a batch [n, N, 3] (nm)
 
-def openmm_loop(system, platform: str, threads: int) -> Callable[[np.ndarray], None]:
-    """Energy + forces of each configuration with one OpenMM Context of ``platform``."""
+
+def openmm_loop(system, platform: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Energies (kJ/mol) and forces (kJ/mol/nm) of each configuration, one OpenMM Context."""
     import openmm
 
     props = {"Threads": str(threads)} if platform == "CPU" else {}
@@ -38,103 +44,135 @@ def openmm_loop(system, platform: str, threads: int) -> Callable[[np.ndarray], N
         system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform), props
     )
 
-    def run(xs: np.ndarray) -> None:
+    def run(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        energies, forces = [], []
         for pos in xs:
             context.setPositions(pos)
             state = context.getState(getEnergy=True, getForces=True)
-            state.getPotentialEnergy()
-            state.getForces(asNumpy=True)
+            energies.append(state.getPotentialEnergy()._value)
+            forces.append(state.getForces(asNumpy=True)._value)
+        return np.array(energies), np.array(forces)
 
     return run
+
+
+def torch_row(ff: TorchForceField, dtype: torch.dtype, device: str) -> Row:
+    """``ff.energy_and_force`` of a batch moved to ``device`` and ``dtype`` beforehand."""
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def run(xs: np.ndarray) -> object:
+        key = (xs.ctypes.data, xs.shape)
+        if key not in cache:
+            cache[key] = torch.from_numpy(xs).to(device, dtype)
+        out = ff.energy_and_force(cache[key])
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def parity(ff: TorchForceField, dtype: torch.dtype, device: str, xs: np.ndarray, ref) -> str:
+    """``max |ΔE|`` (kJ/mol) and max relative force error against OpenMM Reference."""
+    u, f = ff.energy_and_force(torch.from_numpy(xs).to(device, dtype))
+    energy = u.double().cpu().numpy() * ff.kT
+    force = f.double().cpu().numpy().reshape(len(xs), -1) * ff.kT
+    ref_force = ref[1].reshape(len(xs), -1)
+    rel = np.linalg.norm(force - ref_force, axis=1) / np.linalg.norm(ref_force, axis=1)
+    return f"{np.abs(energy - ref[0]).max():.1e} | {rel.max():.1e}"
+
+
+def rows_of(target, x_all: np.ndarray, args) -> tuple[dict[str, Row], dict[str, str]]:
+    """The timed rows of one system, by name, and their parity cells."""
+    system, temperature = target.openmm_system, target.temperature
+    reference = openmm_loop(system, "Reference", 1)
+    check = x_all[:100]
+    ref = reference(check)
+    rows: dict[str, Row] = {"OpenMM Reference (per configuration)": reference}
+    cells = {"OpenMM Reference (per configuration)": "0 | 0"}
+    devices = ["cpu"] + ([args.device] if args.device != "cpu" else [])
+    for device in devices:
+        for compiled in (False, True) if args.compile else (False,):
+            ff = TorchForceField(system, temperature, compile=compiled).to(device)
+            for dtype in (torch.float32, torch.float64):
+                mode = "compiled" if compiled else "eager"
+                name = f"TorchForceField {str(dtype).split('.')[1]} {mode} ({device})"
+                t0 = time.perf_counter()
+                cells[name] = parity(ff, dtype, device, check, ref)  # also compiles
+                if compiled:
+                    print(f"  {target.id}: {name} compiled in {time.perf_counter() - t0:.0f} s")
+                rows[name] = torch_row(ff, dtype, device)
+    rows[f"OpenMM CPU (per configuration, {args.threads} thread(s))"] = openmm_loop(
+        system, "CPU", args.threads
+    )
+    bridge = OpenMMEnergy(system, temperature, platform="Reference")
+    rows["OpenMMEnergy bridge (Reference)"] = lambda xs: bridge.energy_and_force(
+        torch.from_numpy(xs)
+    )
+    return rows, cells
+
+
+def measure(rows: dict[str, Row], x_all: np.ndarray, args) -> dict[str, dict[int, float]]:
+    """Best configurations/s of every row and batch, round-robin over ``args.repeats``."""
+    batches = {n: x_all[:n] for n in args.batches}
+    for run in rows.values():  # warm-up (and the torch rows' device copies)
+        for xs in batches.values():
+            run(xs[:1]) if len(xs) > 1000 else run(xs)
+    best = {name: dict.fromkeys(args.batches, math.inf) for name in rows}
+    for _ in range(args.repeats):
+        for name, run in rows.items():
+            for n, xs in batches.items():
+                calls = max(1, 1000 // n)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    run(xs)
+                best[name][n] = min(best[name][n], (time.perf_counter() - t0) / calls)
+    return {name: {n: n / t for n, t in times.items()} for name, times in best.items()}
+
+
+def table(system_id: str, args) -> None:
+    """Measure one system and print its table."""
+    target = systems.get(system_id)
+    gen = torch.Generator().manual_seed(0)
+    base = target.positions.to(torch.float64)
+    noise = torch.randn(max(args.batches), *base.shape, generator=gen, dtype=torch.float64)
+    x_all = (base + 0.01 * noise).numpy()
+    rows, cells = rows_of(target, x_all, args)
+    before = load()
+    rates = measure(rows, x_all, args)
+    after = load()
+    reference = rates["OpenMM Reference (per configuration)"]
+    n_atoms = target.openmm_system.getNumParticles()
+    print(
+        f"\n{system_id} ({n_atoms} atoms, OBC2 GBSAOBCForce), energy + forces, configurations/s "
+        f"and ratio to OpenMM Reference, {args.threads} thread(s), best of {args.repeats}; "
+        f"{before} before, {after} after, on {os.cpu_count()} CPUs\n"
+    )
+    heads = [f"batch {n:,}" for n in args.batches] + ["max abs dE (kJ/mol)", "max rel dF"]
+    print("| method | " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * len(heads))
+    for name, rate in rates.items():
+        values = [f"{rate[n]:,.0f} ({rate[n] / reference[n]:.2f}×)" for n in args.batches]
+        print(f"| {name} | " + " | ".join(values) + f" | {cells.get(name, '– | –')} |")
 
 
 def load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def table(target, x_all: torch.Tensor, threads: int, args) -> None:
-    """Time every row round-robin and print one table for ``threads`` threads."""
-    torch.set_num_threads(threads)
-    system, temperature = target.openmm_system, target.temperature
-    ff = TorchForceField(system, temperature)
-    rows: dict[str, tuple[Callable[[int], Callable[[], object]], bool]] = {}
-    devices = ["cpu"] + ([args.device] if args.device != "cpu" else [])
-    for device in devices:
-        ff_dev = ff if device == "cpu" else TorchForceField(system, temperature).to(device)
-        for dtype in (torch.float32, torch.float64):
-            name = f"TorchForceField {str(dtype).split('.')[1]} ({device}, batched)"
-            xs = {n: x_all[:n].to(device, dtype) for n in args.batches}
-            ff_dev.energy_and_force(xs[args.batches[0]][:100])  # warm-up
-
-            def make(n: int, ff_dev=ff_dev, xs=xs) -> Callable[[], object]:
-                return lambda: ff_dev.energy_and_force(xs[n])
-
-            rows[name] = (make, device != "cpu")
-    for platform in ("Reference", "CPU"):
-        run = openmm_loop(system, platform, threads)
-        run(x_all[:10].numpy())
-        suffix = "1 thread" if platform == "Reference" else f"{threads} thread(s)"
-        rows[f"OpenMM {platform} (per configuration, {suffix})"] = (
-            lambda n, run=run: lambda: run(x_all[:n].numpy()),
-            False,
-        )
-    bridge = OpenMMEnergy(system, temperature, platform="Reference")
-    bridge.energy_and_force(x_all[:10])
-    rows["OpenMMEnergy bridge (Reference)"] = (
-        lambda n: lambda: bridge.energy_and_force(x_all[:n]),
-        False,
-    )
-
-    before = load()
-    best = {name: {n: float("inf") for n in args.batches} for name in rows}
-    for _ in range(args.repeats):
-        for name, (make, sync) in rows.items():
-            for n in args.batches:
-                call = make(n)
-                if sync:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                call()
-                if sync:
-                    torch.cuda.synchronize()
-                best[name][n] = min(best[name][n], time.perf_counter() - t0)
-    after = load()
-
-    print(
-        f"\n{target.id} ({ff.n_atoms} atoms, amber99sb-ildn + OBC2 GBSAOBCForce), energy + forces, "
-        f"torch threads = {threads}, configurations/s (best of {args.repeats}, round-robin); "
-        f"{before} before, {after} after, on {os.cpu_count()} CPUs\n"
-    )
-    print("| method | " + " | ".join(f"batch {n:,}" for n in args.batches) + " |")
-    print("|---|" + "---:|" * len(args.batches))
-    for name, times in best.items():
-        print(f"| {name} | " + " | ".join(f"{n / times[n]:,.0f}" for n in args.batches) + " |")
-    n = args.batches[-1]
-    torch_rate = n / best["TorchForceField float32 (cpu, batched)"][n]
-    openmm_best = max(
-        (n / times[n], name) for name, times in best.items() if name.startswith("OpenMM ")
-    )
-    print(
-        f"\nbatch {n:,}: TorchForceField float32 = {torch_rate / openmm_best[0]:.2f} x "
-        f"the fastest OpenMM per-configuration path ({openmm_best[1]})"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--systems", nargs="+", default=["aldp-implicit", "dipeptide:KE"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000, 10_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="device of extra torch rows")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="eager torch rows only")
     args = parser.parse_args()
-
-    target = systems.get("aldp-implicit")
-    gen = torch.Generator().manual_seed(0)
-    base = target.positions.to(torch.float64)
-    noise = torch.randn(max(args.batches), *base.shape, generator=gen, dtype=torch.float64)
-    x_all = base + 0.01 * noise
-    for threads in args.threads:
-        table(target, x_all, threads, args)
+    torch.set_num_threads(args.threads)
+    for system_id in args.systems:
+        table(system_id, args)
 
 
 if __name__ == "__main__":

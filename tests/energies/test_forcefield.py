@@ -115,6 +115,35 @@ def test_energy_contract_and_chunking():
     torch.testing.assert_close(-grad, ff.force(x))
 
 
+def test_compile_falls_back_to_eager_once(monkeypatch):
+    """Where torch.compile cannot run, one warning and the eager kernel (no compile in tests)."""
+    from boltzflow.energies import forcefield
+
+    calls = []
+
+    def broken(xt, params, forces):
+        calls.append(xt.shape[-1])
+        raise RuntimeError("no C++ compiler\nlong traceback")
+
+    monkeypatch.setattr(forcefield, "_compiled_evaluate", broken)
+    system, positions, _ = build("ACE-ALA-NME", "amber99sb-ildn", "obc2")
+    eager = TorchForceField(system, temperature=300.0)
+    ff = TorchForceField(system, temperature=300.0, compile=True)
+    x = torch.from_numpy(perturbed(positions, n=5))
+    assert ff.compiled
+    message = r"torch.compile failed \(RuntimeError: no C\+\+ compiler\)"
+    with pytest.warns(RuntimeWarning, match=message):
+        u, f = ff.energy_and_force(x)
+    assert calls == [5] and not ff.compiled
+    u0, f0 = eager.energy_and_force(x)
+    torch.testing.assert_close(u, u0)
+    torch.testing.assert_close(f, f0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(ff.force(x), f0)  # no second warning, no second try
+    assert calls == [5]
+
+
 def test_openmm_energy_agrees_with_torch_forcefield():
     system, positions, _ = build("ACE-ALA-NME", "amber99sb-ildn", "obc2")
     ff = TorchForceField(system, temperature=300.0)
@@ -218,8 +247,8 @@ def _gb_parameters(offset_radius, scaled_radius, inside_correction: bool) -> GBP
         offset_radius=offset_radius,
         inv_offset_radius=1 / offset_radius,
         **dict.fromkeys(
-            ("charge_prod", "atom_offset_radius", "atom_inv_offset_radius", "atom_radius",
-             "atom_radius_ratio", "ace_prefactor"),
+            ("charge_prod", "self_charge", "atom_offset_radius", "atom_inv_offset_radius",
+             "atom_radius", "atom_radius_ratio", "ace_prefactor"),
             placeholder,
         ),
     )  # fmt: skip

@@ -1,23 +1,26 @@
 """Energies and analytic forces of the Amber terms (kJ/mol): bonds, angles, torsions, LJ + Coulomb,
 OBC GB/SA; the batched kernel behind :class:`~boltzflow.energies.forcefield.TorchForceField`.
 
-Layout: *batch last*. Positions are ``xt: [3, N, B]`` (coordinate, atom, configuration) and the
-pair table is dense, ``[N * N, B]`` with row ``i * N + j`` for the ordered pair ``(i, j)``, so that
-per-pair parameters are ``[N * N, 1]`` columns broadcast along the batch, and gathers
-(``index_select`` on dim 0) copy contiguous rows. For the tens of atoms of a peptide the dense
-table costs about the same as the list of the ``N (N - 1)`` ordered pairs that generalized Born
-needs anyway, and needs no gathers or scatters.
+Layout: *batch last*. Positions are ``xt: [3, N, B]`` (coordinate, atom, configuration) and pair
+quantities are tables ``[P, B]`` over the ``P = N (N - 1) / 2`` unordered pairs ``i < j``, so that
+per-pair parameters are ``[P, 1]`` columns broadcast along the batch and gathers
+(``index_select`` on dim 0) copy contiguous rows. Everything symmetric in ``i, j`` (distances,
+LJ, Coulomb, the GB pair energy ``q_i q_j / f_ij``) is computed once per pair. What is summed
+over the partners of each atom (the OBC integrals, which are not symmetric, ``∂U/∂B`` and the
+forces) is laid out per atom, ``[N, N - 1, B]`` (the partners ``j ≠ i`` of atom ``i``, in
+order), with the pair quantities gathered into it, and reduced over dim 1.
 
 Forces are written out analytically (no autograd graph), as OpenMM does. Every term that depends
 on the configuration only through pair distances (bonds, angles, LJ, Coulomb, GB) contributes a
-weight ``W_ij = (∂U/∂r_ij) / r_ij`` to one directional pair table; the gradient is then
-``∂U/∂x_i = Σ_j (W_ij + W_ji) (x_i - x_j)`` in one pass at the end. Angles are written as
-functions of the three distances of their atoms (law of cosines); only the torsions have Cartesian
-forces, added with ``index_add_``.
+weight ``W_ij = (∂U/∂r_ij) / r_ij`` to one pair table; the gradient is then
+``∂U/∂x_i = Σ_j W_ij (x_i - x_j)`` in one pass at the end. Angles are written as functions of the
+three distances of their atoms (law of cosines); only the torsions have Cartesian forces, added
+with ``index_add_``.
 
 The code avoids ``torch.where`` and boolean masks (slow on CPU): the piecewise parts of the OBC
 integral are written with ``maximum`` so that they vanish exactly where they must, and
-exclusions, 1-4 scaling and the diagonal of the table are zeros in the parameter columns.
+exclusions and 1-4 scaling are in the parameter columns. The same code runs eagerly or through
+``torch.compile`` (which fuses its elementwise passes; see ``TorchForceField(compile=True)``).
 
 References:
     Onufriev, Bashford, Case (2004), "Exploring protein native states and large-scale
@@ -87,13 +90,15 @@ class OBCModel:
 
 @dataclass(frozen=True)
 class GBParameters:
-    """OBC parameters: per ordered pair ``(i, j)`` columns ``[N*N, 1]``, per atom ``[N, 1]``.
+    """OBC parameters: per atom and partner ``[N (N - 1), 1]``, per pair ``[P, 1]``, per atom
+    ``[N, 1]``.
 
-    ``scaled_radius`` is ``sr_j`` (the atom that descreens) with ``scaled_radius_sq = sr_j²``;
-    ``offset_radius`` and ``inv_offset_radius`` are ``or_i`` and ``1/or_i`` (the atom whose Born
-    radius it is). The diagonal has ``sr = 0``, which makes its integral vanish exactly.
-    ``charge_prod`` is ``½ q_i q_j`` times the screening prefactor ``s`` without salt, or times
-    ``-k_e`` with salt; its diagonal gives the self energies.
+    The integral columns are the ordered pairs ``(i, j)``, ``j ≠ i``, as
+    :attr:`Parameters.partners`: ``scaled_radius`` is ``sr_j`` (the atom that descreens) with
+    ``scaled_radius_sq = sr_j²``; ``offset_radius`` and ``inv_offset_radius`` are ``or_i`` and
+    ``1/or_i`` (the atom whose Born radius it is). ``charge_prod`` is ``q_i q_j`` times
+    the screening prefactor ``s`` without salt, or times ``-k_e`` with salt; ``self_charge`` is
+    ``½ q_i²`` times the same, for the self energies.
     """
 
     model: OBCModel
@@ -102,6 +107,7 @@ class GBParameters:
     offset_radius: Tensor
     inv_offset_radius: Tensor
     charge_prod: Tensor
+    self_charge: Tensor  # [N, 1]
     atom_offset_radius: Tensor  # or_i [N, 1]
     atom_inv_offset_radius: Tensor  # 1/or_i
     atom_radius: Tensor  # R_i
@@ -113,22 +119,29 @@ class GBParameters:
 class Parameters:
     """Everything :func:`evaluate` needs, in one dtype and on one device.
 
-    Bonded terms index the pair table (``i * N + j``) or the atoms; their parameters are columns
-    ``[n, 1]``. Torsions are evaluated on their distinct atom quadruples (``torsion_atoms``:
-    the first atoms of all quadruples, then the second ones, ...), ``torsion_quad`` maps each
-    torsion term to its quadruple (``None`` when they are all distinct).
+    The pairs ``i < j`` are listed by ``pair_atoms`` (all first atoms, then all second ones).
+    The per-atom layout lists the partners ``j ≠ i`` of every atom ``i`` in turn: ``partners``
+    are the atoms ``j``, ``partner_pairs`` the pairs ``{i, j}``, and ``pair_directions`` the rows
+    of ``(i, j)`` and then of ``(j, i)`` for the pairs ``i < j`` (to fold a per-atom table back
+    onto the pairs).
 
-    Nonbonded parameters are dense columns ``[N*N, 1]`` of the *ordered* pairs, halved and negated
-    where that saves work (each pair appears twice): ``coulomb = ½ k_e q_i q_j``,
-    ``lj_epsilon4 = ½ · 4 ε_ij``, ``lj_sigma_sq = σ_ij²``; zero on the diagonal and for
-    exclusions, exceptions applied.
+    Bonded terms index the pair table or the atoms; their parameters are columns ``[n, 1]``.
+    Torsions are evaluated on their distinct atom quadruples (``torsion_atoms``: the first atoms
+    of all quadruples, then the second ones, ...), ``torsion_quad`` maps each torsion term to its
+    quadruple (``None`` when they are all distinct).
+
+    Nonbonded parameters are pair columns ``[P, 1]``: ``coulomb = k_e q_i q_j``,
+    ``lj_epsilon4 = 4 ε_ij``, ``lj_sigma_sq = σ_ij²``; zero for exclusions, exceptions applied.
     """
 
     n_atoms: int
-    eye: Tensor  # [N*N, 1]: 1 on the diagonal of the pair table
+    pair_atoms: Tensor  # [2 P]
+    partners: Tensor  # [N (N - 1)]
+    partner_pairs: Tensor  # [N (N - 1)]
+    pair_directions: Tensor  # [2 P]
     n_bonds: int = 0
     n_angles: int = 0
-    bonded_pairs: Tensor | None = None  # [nb + 3 na]: bonds, then the rows (a,b), (c,b), (a,c)
+    bonded_pairs: Tensor | None = None  # [nb + 3 na]: bonds, then the pairs (a,b), (c,b), (a,c)
     bond_length: Tensor | None = None  # of the angles a-b-c
     bond_k: Tensor | None = None
     angle_theta0: Tensor | None = None
@@ -162,16 +175,20 @@ def term_names(gb_model: OBCModel | None) -> tuple[str, ...]:
 # --- geometry ----------------------------------------------------------------------------------
 
 
-def pair_table(xt: Tensor, eye: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Differences ``d = x_i - x_j: [3, N*N, B]``, ``r², r: [N*N, B]`` and ``1/r`` (1 on the
-    diagonal, where ``r = 0``) of the positions ``xt: [3, N, B]``."""
-    n, b = xt.shape[1], xt.shape[2]
-    d = (xt[:, :, None, :] - xt[:, None, :, :]).view(3, n * n, b)
+def pair_table(xt: Tensor, pair_atoms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``r², r, 1/r: [P, B]`` of the pairs ``pair_atoms: [2 P]`` (all first atoms, then all second
+    ones) of the positions ``xt: [3, N, B]``."""
+    xa = xt.index_select(1, pair_atoms).view(3, 2, -1, xt.shape[-1])
+    d = xa[:, 0] - xa[:, 1]
     r2 = torch.mul(d[0], d[0])
     r2.addcmul_(d[1], d[1]).addcmul_(d[2], d[2])
     r = r2.sqrt()
-    rinv = torch.add(r, eye).reciprocal_()
-    return d, r2, r, rinv
+    return r2, r, r.reciprocal()
+
+
+def per_atom(table: Tensor, index: Tensor, n: int) -> Tensor:
+    """The rows ``index: [N (N - 1)]`` of ``table: [M, B]`` as ``[N, N - 1, B]``."""
+    return table.index_select(0, index).view(n, n - 1, -1)
 
 
 def dihedrals(xt: Tensor, atoms: Tensor) -> Tensor:
@@ -291,11 +308,11 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
     configurations ``xt: [3, N, B]`` (nm) and, with ``forces``, the gradient
     ``∂U/∂x: [3, N, B]`` (kJ/mol/nm; ``None`` otherwise)."""
     n, b = p.n_atoms, xt.shape[-1]
-    d, r2, r, rinv = pair_table(xt, p.eye)
+    r2, r, rinv = pair_table(xt, p.pair_atoms)
     rinv2 = rinv * rinv
     zero = xt.new_zeros(b)
     energies = {}
-    w = None  # directional pair weights W_ij = (∂U/∂r_ij) / r_ij, with forces
+    w = None  # pair weights W_ij = (∂U/∂r_ij) / r_ij, with forces
 
     if p.coulomb is not None:
         energies["coulomb"] = (p.coulomb * rinv).sum(0)
@@ -342,54 +359,81 @@ def evaluate(xt: Tensor, p: Parameters, forces: bool) -> tuple[Tensor, Tensor | 
     if p.torsion_k is not None:
         energies["torsion"], torsion_grad = torsion_terms(xt, p, forces)
 
-    gb = p.gb
-    if gb is not None:
-        term, dterm = obc_integral(r, rinv, rinv2, gb, forces)
-        born, dborn = obc_born_radii(term.view(n, n, b).sum(1), gb, forces)
-        # polar: ½ Σ_ij q_i q_j s(f_ij)/f_ij over all i, j (i = j: the self energies, f_ii = B_i)
-        # with Still's f = sqrt(r² + B_i B_j exp(-D)), D = r² / (4 B_i B_j)
-        inv_born = born.reciprocal()
-        half_inv = inv_born * 0.5
-        minus_d = (half_inv[:, None, :] * half_inv[None, :, :]).view(n * n, b).mul_(r2).neg_()
-        ex = minus_d.clamp_min_(-_MAX_GB_EXPONENT).exp()
-        bb = (born[:, None, :] * born[None, :, :]).view(n * n, b)
-        inv_f2 = torch.addcmul(r2, bb, ex).reciprocal_()
-        inv_f = inv_f2.sqrt()
-        screening = gb.model.screening
-        if screening.kappa == 0:
-            g = torch.mul(gb.charge_prod, inv_f)  # charge_prod has the prefactor s
-            energies["gb_polar"] = g.sum(0)
-            h = g.mul_(inv_f2) if forces else None  # -(dg/df) / f
-        else:
-            salt = inv_f.reciprocal().mul_(-screening.kappa).exp_()  # exp(-κ f)
-            s = torch.mul(salt, -1 / screening.solvent_dielectric)
-            g = s.add_(1 / screening.solute_dielectric).mul_(gb.charge_prod).mul_(inv_f)
-            energies["gb_polar"] = g.sum(0)
-            if forces:  # (g - ds/df) / f², ds/df = charge_prod κ exp(-κ f) / ε_solvent
-                ds = salt.mul_(gb.charge_prod).mul_(screening.kappa / screening.solvent_dielectric)
-                h = g.sub_(ds).mul_(inv_f2)
-        if gb.model.surface_factor:
-            ib2 = inv_born.square()
-            ace = ib2.square().mul_(ib2).mul_(gb.ace_prefactor)  # prefactor / B⁶
-            energies["gb_nonpolar"] = ace.sum(0)
-        if forces:
-            # ∂U/∂r / r = -h (1 - ¼ exp(-D)); ∂U/∂B_i = -Σ_j h exp(-D) (1 + D) B_j
-            w.sub_(h).addcmul_(h, ex, value=0.25)
-            hex_ = ex.mul_(h)
-            hb = torch.addcmul(hex_, hex_, minus_d, value=-1).view(n, n, b)
-            du_dborn = (hb * born[None, :, :]).sum(1).neg_()
-            if gb.model.surface_factor:
-                du_dborn.addcmul_(ace, inv_born, value=-6)
-            du_dintegral = du_dborn.mul_(dborn)
-            w.addcmul_(dterm.view(n, n, b).mul_(du_dintegral[:, None, :]).view(n * n, b), rinv)
+    if p.gb is not None:
+        energies.update(_gb_terms(r2, r, rinv, p, w))
 
     names = p.names
     out = torch.stack([energies.get(name, zero) for name in names])
     if not forces:
         return out, None
-    # ∂U/∂x_i = Σ_j (W_ij + W_ji)(x_i - x_j) = Σ_j M_ij - Σ_j M_ji with M_ij = W_ij (x_i - x_j)
-    m = d.mul_(w).view(3, n, n, b)
-    grad = m.sum(2).sub_(m.sum(1))
+    # ∂U/∂x_i = Σ_j W_ij (x_i - x_j), W symmetric
+    d = xt[:, :, None, :] - xt.index_select(1, p.partners).view(3, n, n - 1, b)
+    grad = d.mul_(per_atom(w, p.partner_pairs, n)).sum(2)
     if torsion_grad is not None:
         grad.index_add_(1, p.torsion_atoms, torsion_grad)
     return out, grad
+
+
+def _gb_terms(
+    r2: Tensor, r: Tensor, rinv: Tensor, p: Parameters, w: Tensor | None
+) -> dict[str, Tensor]:
+    """``gb_polar`` and ``gb_nonpolar`` (kJ/mol, ``[B]``) of the pair tables ``[P, B]``; adds
+    their pair weights to ``w`` when it is given (forces)."""
+    gb, n, b = p.gb, p.n_atoms, r.shape[-1]
+    forces = w is not None
+    r_atom = r.index_select(0, p.partner_pairs)  # [N (N - 1), B]: r_ij for the partners of i
+    rinv_atom = rinv.index_select(0, p.partner_pairs)
+    rinv2_atom = rinv_atom * rinv_atom if forces else None
+    term, dterm = obc_integral(r_atom, rinv_atom, rinv2_atom, gb, forces)
+    integral = term.view(n, n - 1, b).sum(1)
+    born, dborn = obc_born_radii(integral, gb, forces)
+    # polar: Σ_{i<j} q_i q_j s(f_ij)/f_ij + ½ Σ_i q_i² s(B_i)/B_i
+    # with Still's f = sqrt(r² + B_i B_j exp(-D)), D = r² / (4 B_i B_j)
+    inv_born = born.reciprocal()
+    pair_inv = (inv_born * 0.5).index_select(0, p.pair_atoms).view(2, -1, b)
+    minus_d = pair_inv[0].mul_(pair_inv[1]).mul_(r2).neg_()
+    ex = minus_d.clamp_min_(-_MAX_GB_EXPONENT).exp()
+    pair_born = born.index_select(0, p.pair_atoms).view(2, -1, b)
+    inv_f2 = torch.addcmul(r2, pair_born[0].mul_(pair_born[1]), ex).reciprocal_()
+    g, h = _gb_pair_energy(inv_f2.sqrt(), inv_f2, gb.charge_prod, gb.model.screening, forces)
+    g_self, h_self = _gb_pair_energy(
+        inv_born, inv_born.square(), gb.self_charge, gb.model.screening, forces
+    )
+    energies = {"gb_polar": g.sum(0).add_(g_self.sum(0))}
+    if gb.model.surface_factor:
+        ib2 = inv_born.square()
+        ace = ib2.square().mul_(ib2).mul_(gb.ace_prefactor)  # prefactor / B⁶
+        energies["gb_nonpolar"] = ace.sum(0)
+    if not forces:
+        return energies
+    # ∂U/∂r / r = -h (1 - ¼ exp(-D)); ∂U/∂B_i = -½ Σ_j h exp(-D) (1 + D) B_j - h_ii B_i
+    w.sub_(h).addcmul_(h, ex, value=0.25)
+    hex_ = ex.mul_(h)
+    hb = torch.addcmul(hex_, hex_, minus_d, value=-1)
+    partner_born = per_atom(born, p.partners, n)
+    du_dborn = per_atom(hb, p.partner_pairs, n).mul_(partner_born).sum(1).mul_(-0.5)
+    du_dborn.addcmul_(h_self, born, value=-1)
+    if gb.model.surface_factor:
+        du_dborn.addcmul_(ace, inv_born, value=-6)
+    du_dintegral = du_dborn.mul_(dborn)
+    w_atom = dterm.view(n, n - 1, b).mul_(du_dintegral[:, None, :]).view(-1, b).mul_(rinv_atom)
+    w.add_(w_atom.index_select(0, p.pair_directions).view(2, -1, b).sum(0))
+    return energies
+
+
+def _gb_pair_energy(
+    inv_f: Tensor, inv_f2: Tensor, charge: Tensor, screening: GBScreening, forces: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``g = charge · s(f) / f`` (``charge`` carries the prefactor without salt, ``-k_e`` with
+    salt) and, with ``forces``, ``h = -(dg/df) / f``."""
+    if screening.kappa == 0:
+        g = torch.mul(charge, inv_f)
+        return g, (g * inv_f2 if forces else None)
+    salt = inv_f.reciprocal().mul_(-screening.kappa).exp_()  # exp(-κ f)
+    s = torch.mul(salt, -1 / screening.solvent_dielectric)
+    g = s.add_(1 / screening.solute_dielectric).mul_(charge).mul_(inv_f)
+    if not forces:
+        return g, None
+    # (g - ds/df) / f², ds/df = charge κ exp(-κ f) / ε_solvent
+    ds = salt.mul_(charge).mul_(screening.kappa / screening.solvent_dielectric)
+    return g, (g - ds).mul_(inv_f2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -281,6 +282,17 @@ class TorchForceField(Energy):
     no autograd graph); a batch is evaluated in chunks of ``chunk_size`` configurations, which
     keeps the temporaries cache-sized on CPU and bounds the memory on GPUs.
 
+    With ``compile=True`` the kernel goes through ``torch.compile``, which fuses its ~100
+    elementwise passes over the pair tables into a few loops (about twice as fast on CPU, see
+    ``docs/benchmarks.md``). Each new (system size, dtype, device, energy-only or with forces)
+    costs one compilation of 5-40 s on first use (cached on disk by torch afterwards); the batch
+    size is a dynamic dimension, so every batch of two or more configurations reuses it (a single
+    configuration compiles once more). Where compilation fails (no C++ compiler, an unsupported
+    platform), one ``RuntimeWarning`` says so and the module runs eagerly from then on.
+    ``ff.compiled`` can also be set after construction. All instances share torch's cache of
+    compiled variants of the kernel (8 by default, ``torch._dynamo.config.recompile_limit``);
+    past it, torch itself warns and runs further variants eagerly.
+
     :meth:`energy` is differentiable with respect to ``x`` (to first order: its backward is the
     analytic force, computed in the forward pass when ``x`` requires grad), so a loss through the
     energy backpropagates to whatever produced ``x``.
@@ -291,9 +303,10 @@ class TorchForceField(Energy):
     Args:
         openmm_system: an ``openmm.System`` built with ``nonbondedMethod=NoCutoff``.
         temperature: kelvin; ``u = U / kT(temperature)``.
-        chunk_size: configurations per chunk; default: pair tables ``[N*N, chunk]`` of 512 kB
-            on CPU (alanine dipeptide: 270 float32 or 135 float64 configurations) and 64 MB on
-            GPUs.
+        chunk_size: configurations per chunk; default: ``N² × chunk`` values of 512 kB on CPU
+            (alanine dipeptide: 270 float32 or 135 float64 configurations; 1 MB when compiled)
+            and 64 MB on GPUs.
+        compile: evaluate the kernel through ``torch.compile`` (default: eager).
 
     Example:
         >>> ff = TorchForceField(system, temperature=300.0)  # doctest: +SKIP
@@ -303,7 +316,12 @@ class TorchForceField(Energy):
     """
 
     def __init__(
-        self, openmm_system: openmm.System, temperature: float, *, chunk_size: int | None = None
+        self,
+        openmm_system: openmm.System,
+        temperature: float,
+        *,
+        chunk_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         n_atoms = openmm_system.getNumParticles()
         super().__init__((n_atoms, 3))
@@ -314,6 +332,8 @@ class TorchForceField(Energy):
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
+        #: Whether the kernel runs through ``torch.compile`` (set to False after a failure).
+        self.compiled = bool(compile)
 
         forces = _read_forces(openmm_system, n_atoms)
         #: Names of the forces skipped because they contribute no energy.
@@ -393,17 +413,39 @@ class TorchForceField(Energy):
         size = self._chunk_size(x)
         for start in range(0, len(x), size):
             chunk = x[start : start + size]
-            energies, chunk_grad = evaluate(chunk.permute(2, 1, 0).contiguous(), params, forces)
+            energies, chunk_grad = self._kernel(chunk.permute(2, 1, 0).contiguous(), params, forces)
             terms[start : start + size] = energies.T
             if forces:
                 grad[start : start + size] = chunk_grad.permute(2, 1, 0)
         return terms, grad
 
+    def _kernel(self, xt: Tensor, params: Parameters, forces: bool) -> tuple[Tensor, Tensor | None]:
+        """:func:`~.ff_terms.evaluate` of one chunk ``xt: [3, N, B]``, compiled if asked and
+        possible; the first failure of ``torch.compile`` warns once and turns it off."""
+        with torch.no_grad():  # one grad mode for the compiled graphs; the kernel needs none
+            if self.compiled:
+                try:
+                    return _compiled_evaluate(xt, params, forces)
+                except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
+                    self.compiled = False
+                    reason = (str(err).strip().splitlines() or [""])[0][:200]
+                    warnings.warn(
+                        f"TorchForceField: torch.compile failed ({type(err).__name__}: {reason}); "
+                        "running the eager kernel instead",
+                        RuntimeWarning,
+                        stacklevel=5,
+                    )
+            return evaluate(xt, params, forces)
+
     def _chunk_size(self, x: Tensor) -> int:
         if self.chunk_size is not None:
             return self.chunk_size
-        # measured on alanine dipeptide: pair tables of ~512 kB are fastest on CPU
-        budget = 2**19 if x.device.type == "cpu" else 2**26  # bytes per pair table
+        # measured on alanine dipeptide and a 40-atom dipeptide: N² × chunk values of ~512 kB
+        # are fastest on CPU, ~1 MB with the compiled kernel (fewer, fused passes)
+        if x.device.type == "cpu":
+            budget = 2**20 if self.compiled else 2**19  # bytes of N² values
+        else:
+            budget = 2**26
         return max(1, budget // (x.element_size() * self.n_atoms**2))
 
     def _cast_parameters(self, dtype: torch.dtype, device: torch.device) -> Parameters:
@@ -455,6 +497,22 @@ def _keep_heap_resident() -> None:
         torch.empty(24 * 2**20, dtype=torch.uint8)  # mmap'ed by glibc, then freed at once
 
 
+_COMPILED: list[Callable] = []
+
+
+def _compiled_evaluate(
+    xt: Tensor, params: Parameters, forces: bool
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`~.ff_terms.evaluate` through ``torch.compile`` (created on first use), with the
+    batch (last) dimension of ``xt`` dynamic so that one graph serves every chunk size of two or
+    more (torch specializes size 1: a second graph)."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(evaluate))
+    if xt.shape[-1] > 1:
+        torch._dynamo.mark_dynamic(xt, 2)
+    return _COMPILED[0](xt, params, forces)
+
+
 class _EnergyFunction(torch.autograd.Function):
     """``x -> u`` by :class:`TorchForceField`; backward is the analytic ``du/dx`` (first order)."""
 
@@ -473,8 +531,20 @@ class _EnergyFunction(torch.autograd.Function):
 
 def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
     """The parameters read off the System, as the arrays of :class:`~.ff_terms.Parameters`
-    (per-term columns ``[n, 1]``, dense pair columns ``[N*N, 1]``); fills ``counts``."""
-    out: dict[str, np.ndarray] = {"eye": np.eye(n).reshape(n * n, 1)}
+    (per-term columns ``[n, 1]``, pair columns ``[P, 1]`` over the pairs ``i < j``); fills
+    ``counts``."""
+    first, second = np.triu_indices(n, k=1)
+    pair_of = np.zeros((n, n), dtype=np.int64)
+    pair_of[first, second] = pair_of[second, first] = np.arange(len(first))
+    own, partners = np.nonzero(1 - np.eye(n, dtype=np.int64))  # i-major, j ≠ i
+    row_of = np.zeros((n, n), dtype=np.int64)
+    row_of[own, partners] = np.arange(len(own))
+    out: dict[str, np.ndarray] = {
+        "pair_atoms": np.concatenate([first, second]),
+        "partners": partners,
+        "partner_pairs": pair_of[own, partners],
+        "pair_directions": np.concatenate([row_of[first, second], row_of[second, first]]),
+    }
 
     def column(values: Sequence[float] | np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64).reshape(-1, 1)
@@ -488,7 +558,8 @@ def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str
     i, j = bonds["idx"].T
     a, b, c = angles["idx"].T
     if len(i) or len(a):
-        out["bonded_pairs"] = np.concatenate([i * n + j, a * n + b, c * n + b, a * n + c])
+        out["bonded_pairs"] = np.concatenate([pair_of[i, j], pair_of[a, b], pair_of[c, b],
+                                              pair_of[a, c]])
     if len(i):
         out |= {"bond_length": column(bonds["length"]), "bond_k": column(bonds["k"])}
     if len(a):
@@ -503,24 +574,24 @@ def _layout(forces: dict[str, list], n: int, counts: dict[str, int]) -> dict[str
         out["torsion_minus_kn"] = column(-torsions["k"] * torsions["periodicity"])
         out["torsion_k_sum"] = np.array(torsions["k"].sum())
 
-    off_diagonal = 1 - np.eye(n)
     if forces["nonbonded"]:
         nb = forces["nonbonded"][0]
-        out["coulomb"] = column(0.5 * ONE_4PI_EPS0 * nb["charge_prod"] * off_diagonal)
-        out["lj_sigma_sq"] = column(nb["sigma"] ** 2)
-        out["lj_epsilon4"] = column(0.5 * 4 * nb["epsilon"] * off_diagonal)
+        out["coulomb"] = column(ONE_4PI_EPS0 * nb["charge_prod"][first, second])
+        out["lj_sigma_sq"] = column(nb["sigma"][first, second] ** 2)
+        out["lj_epsilon4"] = column(4 * nb["epsilon"][first, second])
     if forces["gb"]:
         model, params = forces["gb"][0]
         q, radius, offset = params["charge"], params["radius"], params["offset_radius"]
-        scaled = np.broadcast_to(params["scaled_radius"][None, :], (n, n)) * off_diagonal
+        scaled = params["scaled_radius"]
         screening = model.screening
         prefactor = screening.prefactor if screening.kappa == 0 else -screening.coulomb_constant
-        out |= {
-            "gb_scaled_radius": column(scaled),
-            "gb_scaled_radius_sq": column(scaled**2),
-            "gb_offset_radius": column(np.broadcast_to(offset[:, None], (n, n))),
-            "gb_inv_offset_radius": column(np.broadcast_to(1 / offset[:, None], (n, n))),
-            "gb_charge_prod": column(0.5 * prefactor * np.outer(q, q)),
+        out |= {  # integrals: atom i (Born radius) descreened by its partner j
+            "gb_scaled_radius": column(scaled[partners]),
+            "gb_scaled_radius_sq": column(scaled[partners] ** 2),
+            "gb_offset_radius": column(offset[own]),
+            "gb_inv_offset_radius": column(1 / offset[own]),
+            "gb_charge_prod": column(prefactor * q[first] * q[second]),
+            "gb_self_charge": column(0.5 * prefactor * q**2),
             "gb_atom_offset_radius": column(offset),
             "gb_atom_inv_offset_radius": column(1 / offset),
             "gb_atom_radius": column(radius),
