@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from .io import prepare_out_dir, write_atomic, write_text_atomic
 from .models import ModelKind, TrainingSet, get_kind, parse_config
 from .models.tbg import upgrade_tbg_config
 from .sampling import Samples, draw
+from .sampling.refine import RefineOptions
+from .sampling.refine import refine as refine_samples
 from .systems.base import System
 from .training import distributed, fit, load_checkpoint
 from .training.fit import CHECKPOINT_NAME
@@ -44,6 +46,8 @@ __all__ = ["Run", "evaluate", "load_run", "resolve_system", "sample", "train"]
 CONFIG_NAME = "config.yaml"
 DATA_NAME = "data.npz"
 SAMPLES_NAME = "samples.npz"
+#: What a refinement (AIS/SMC) did, beside its samples.
+REFINE_NAME = "refine.json"
 METRICS_NAME = "metrics.json"
 #: The run file of version-1 transferable runs (read, never written).
 TBG_V1_CONFIG = "tbg_config.json"
@@ -300,20 +304,36 @@ LEGACY_KINDS = {"coupling": ("coupling-flow",), "internal": ("coupling-flow",)}
 
 def sample(
     run: Run, n: int, *, system: System | None = None, seed: int | None = None,
-    progress: bool = True,
+    progress: bool = True, refine: RefineOptions | None = None,
 ) -> Samples:
     """Draw ``n`` samples of ``system`` (default: the run's), score and weight them, and save
-    ``samples.npz`` in :meth:`Run.dir_for` (all ranks' samples, gathered)."""
+    ``samples.npz`` in :meth:`Run.dir_for` (all ranks' samples, gathered).
+
+    With ``refine``, the flow's samples are moved toward the target by AIS or SMC
+    (:func:`boltzflow.sampling.refine.refine`) and their weights are the annealing's; what the
+    refinement did goes to ``refine.json`` beside the samples (and into ``metrics.json`` on
+    :func:`evaluate`). Under ``torchrun`` each rank refines its own share (SMC resamples
+    within a rank).
+    """
     system = _target(run, system)
+    if refine is not None and run.model.refine_unsupported:
+        raise BoltzflowError(f"--refine is not available for a {run.model.name!r} model: "
+                             f"{run.model.refine_unsupported}")
     w = distributed.init(run.config.train.device)
     base_seed = run.config.train.seed + 1 if seed is None else seed
     torch.manual_seed(distributed.step_seed(base_seed, -1, w.rank) if w.distributed else base_seed)
     flow = run.model.flow_for(system)
     n_local = -(-n // w.size)  # equal shards for all_gather; trimmed to n below
-    t0 = time.perf_counter()
-    with progress_bar(progress and w.is_main, n, f"sample {system.id}") as update:
-        samples = draw(flow, run.model.energy_of(system), n_local,
-                       batch_size=run.config.sample.batch_size, progress=update)
+    t0, info = time.perf_counter(), None
+    if refine is None:
+        with progress_bar(progress and w.is_main, n, f"sample {system.id}") as update:
+            samples = draw(flow, run.model.energy_of(system), n_local,
+                           batch_size=run.config.sample.batch_size, progress=update)
+    else:
+        result = refine_samples(flow, run.model.energy_of(system), n_local, replace(
+            refine, seed=distributed.step_seed(base_seed, -2, w.rank) % 2**31),
+            progress=level_bar(progress and w.is_main, refine.levels))
+        samples, info = result.samples, result.info
     if w.distributed:
         samples = Samples(*(distributed.gather_cat(t)[:n]
                             for t in (samples.x, samples.log_q, samples.u, samples.log_w)))
@@ -322,8 +342,33 @@ def sample(
         prepare_out_dir(out)
         samples.save(out / SAMPLES_NAME, system_id=system.id)
         write_text_atomic(out / "sample_time.txt", f"{time.perf_counter() - t0:.3f}\n")
+        (out / REFINE_NAME).unlink(missing_ok=True)
+        if info is not None:
+            info["seconds"] = time.perf_counter() - t0
+            write_text_atomic(out / REFINE_NAME, json.dumps(info, indent=2) + "\n")
     distributed.barrier()
     return samples
+
+
+def level_bar(enabled: bool, levels: int) -> Callable[[str, int, int], None] | None:
+    """A progress callback for the refinement: one tqdm bar per stage (tuning, main run)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(stage: str, level: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=total, desc=f"{stage} levels", dynamic_ncols=True,
+                               disable=None)
+        bars[stage].update(level - bars[stage].n)
+        if level == total:
+            bars[stage].close()
+
+    return update
 
 
 def _target(run: Run, system: System | None) -> System:
@@ -376,6 +421,9 @@ def evaluate(
     if not (out / SAMPLES_NAME).exists():
         sample(run, run.config.sample.n_samples, system=system, seed=seed, progress=False)
     samples = Samples.load(out / SAMPLES_NAME, system_id=system.id)
+    extra = {}
+    if (out / REFINE_NAME).exists():
+        extra = {f"refine_{k}": v for k, v in json.loads((out / REFINE_NAME).read_text()).items()}
     held_out = None
     data_path = run.path / DATA_NAME
     if system is run.system and data_path.exists():
@@ -385,7 +433,7 @@ def evaluate(
             reference = torch.from_numpy(np.concatenate([data["train"], data["test"]]))
     return evaluate_samples(
         run.model, system, samples, out, reference=reference, held_out=held_out,
-        plots=plots, seed=run.config.train.seed if seed is None else seed,
+        plots=plots, seed=run.config.train.seed if seed is None else seed, extra=extra,
     ).metrics
 
 

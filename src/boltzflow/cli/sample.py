@@ -31,17 +31,33 @@ def sample_cmd(
     quadrature_nodes: int | None = typer.Option(
         None, "--quadrature-nodes", min=1, help="tbg: gauss-legendre nodes [the run's]."
     ),
+    refine: str = typer.Option(
+        "none", "--refine",
+        help="Move the flow's samples toward the target: ais (annealed importance sampling, "
+        "weights kept) or smc (with resampling) [none].",
+    ),
+    levels: int = typer.Option(20, "--levels", help="With --refine: intermediate densities."),
+    mcmc_steps: int = typer.Option(2, "--mcmc-steps", help="With --refine: MALA moves per level."),
+    step_size: float = typer.Option(
+        0.2, "--step-size", help="With --refine: initial MALA step (tuned on a pilot run)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", hidden=True),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Draw samples with log_q, energies and importance weights into samples.npz.
 
+    With --refine ais|smc the samples are moved toward the target through --levels
+    intermediate densities by MALA (exact weights; refine.json says what it did).
+
     The run's own system: RUN/samples.npz; another molecule of a transferable run:
     RUN/systems/<id>/samples.npz. Then `boltzflow evaluate` reweights and reports.
     """
+    import json
+
     from .. import runs, systems
     from ..errors import BoltzflowError
     from ..sampling import effective_sample_size
+    from ..sampling.refine import RefineOptions, refine_summary
 
     if out is not None:
         raise BoltzflowError("--out is gone: samples go into the run directory "
@@ -53,12 +69,19 @@ def sample_cmd(
         model, device, solver, solver_steps, quadrature_power,
         quadrature_nodes))
     target = systems.get(system) if system is not None else None
-    samples = runs.sample(loaded, n, system=target, seed=seed, progress=progress)
+    options = None
+    if refine != "none":
+        options = RefineOptions(method=refine, levels=levels, steps=mcmc_steps,
+                                step_size=step_size)
+    samples = runs.sample(loaded, n, system=target, seed=seed, progress=progress,
+                          refine=options)
     ess = effective_sample_size(samples.log_w)
     if is_main():
-        where = loaded.dir_for(target or loaded.system) / runs.SAMPLES_NAME
-        typer.echo(f"{len(samples)} samples → {where} (ESS {ess:.2%}, "
+        where = loaded.dir_for(target or loaded.system)
+        typer.echo(f"{len(samples)} samples → {where / runs.SAMPLES_NAME} (ESS {ess:.2%}, "
                    f"{ess * len(samples):.1f} effective samples)")
+        if options is not None:
+            typer.echo(refine_summary(json.loads((where / runs.REFINE_NAME).read_text())))
         what = f" --system {system}" if system else ""
         typer.echo(f"next: boltzflow evaluate --run {path}{what}")
 

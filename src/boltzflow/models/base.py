@@ -70,6 +70,9 @@ class ModelKind(ABC):
     sample_defaults: ClassVar[dict[str, Any]] = {"batch_size": 10_000}
     #: Keys (``section.key``) a resumed run may change.
     resumable: ClassVar[tuple[str, ...]] = ()
+    #: Why samples of this kind cannot be refined by AIS/SMC (``None``: they can, because
+    #: ``log q`` and its gradient cost one network pass).
+    refine_unsupported: ClassVar[str | None] = None
 
     def __init__(self, config: RunConfig, module: nn.Module, system: System | None = None):
         self.config = config

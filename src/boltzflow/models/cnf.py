@@ -122,6 +122,11 @@ class CNFKind(ModelKind):
     Params = CNFParams
     sample_defaults = {"batch_size": 128, "n_nll": 1000}
     resumable = ("cnf.solver", "cnf.solver_steps", "cnf.divergence")
+    refine_unsupported = (
+        "its log q costs an ODE solve with the exact divergence per sample, and AIS/SMC need "
+        "log q and its gradient at every MCMC step (hundreds of such solves per sample); "
+        "refine a coupling or internal-coordinate model instead"
+    )
 
     def __init__(self, config: RunConfig, module: Flow, system: System, data: Tensor | None):
         super().__init__(config, module, system)

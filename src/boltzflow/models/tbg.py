@@ -159,6 +159,11 @@ class TBGKind(ModelKind):
     sample_defaults = {"batch_size": 50, "n_samples": 1000}
     resumable = ("tbg.solver", "tbg.solver_steps", "tbg.quadrature_nodes",
                  "tbg.quadrature_power")
+    refine_unsupported = (
+        "its log q costs an ODE solve with the exact divergence per sample, and AIS/SMC need "
+        "log q and its gradient at every MCMC step (hundreds of such solves per sample); "
+        "refine a coupling or internal-coordinate model instead"
+    )
 
     def __init__(self, config: RunConfig, module: PeptideEGNN, scale: float,
                  info: dict[str, Any], peptides: list[PeptideFrames] | None = None):
