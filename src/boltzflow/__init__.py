@@ -8,7 +8,13 @@ Example:
 
 from __future__ import annotations
 
-from . import (
+import os
+
+# Before torch loads OpenMP: threads that wait at a barrier sleep instead of spinning, so a
+# busy neighbour on a shared machine costs a little, not 10-20x (docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import (  # noqa: E402  (after the environment above)
     analysis,
     continuous,
     distributions,
@@ -21,11 +27,11 @@ from . import (
     training,
     transforms,
 )
-from .conventions import kT
-from .distributions import Boltzmann, Distribution, MeanFreeNormal, StandardNormal
-from .energies import Energy
-from .flow import Flow
-from .transforms import Bijection, Chain, Inverse
+from .conventions import kT  # noqa: E402
+from .distributions import Boltzmann, Distribution, MeanFreeNormal, StandardNormal  # noqa: E402
+from .energies import Energy  # noqa: E402
+from .flow import Flow  # noqa: E402
+from .transforms import Bijection, Chain, Inverse  # noqa: E402
 
 from .version import __version__  # noqa: E402
 

@@ -117,17 +117,11 @@ def run_demo(
     Raises:
         BoltzflowError: ``quality`` for a toy, or an unknown system.
     """
-    import os
-
-    import torch
-
     from .errors import BoltzflowError
     from .presets import QUALITY_ALDP, QUICK_ALDP
+    from .threads import set_threads
 
-    if "OMP_NUM_THREADS" not in os.environ:
-        # One thread: these small models gain little from two, and lose up to 60x when another
-        # job holds a core (OpenMP threads spin; measured on 2 cores: 0.11 vs 6.7 s per step).
-        torch.set_num_threads(1)
+    set_threads()  # the free cores; idle OpenMP threads sleep (boltzflow/__init__)
     t_start = time.perf_counter()
     if system != QUICK_ALDP.system:
         if quality:
@@ -142,18 +136,42 @@ def run_demo(
     result = run_molecular_demo(preset, out or ("runs/demo-quality" if quality else "runs/demo"),
                                 progress=progress, echo=echo)
     m = result.metrics
-    echo(f"valid samples {m['fraction_valid']:.1%}; ESS {m['ess']:.2%} "
-         f"({m['ess_samples']:.0f} effective samples; clipped {m['ess_clipped']:.2%}); "
+    echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
          f"NLL {m.get('nll', float('nan')):.1f} nats")
     if m.get("dF_phi_reweighted") is not None and m.get("dF_phi_md") is not None:
-        echo(f"ΔF(φ>0 − φ<0): reweighted {m['dF_phi_reweighted']:.2f} ± "
-             f"{m['dF_phi_reweighted_stderr']:.2f} kT, MD {m['dF_phi_md']:.2f} ± "
-             f"{m['dF_phi_md_stderr']:.2f} kT")
+        echo(f"ΔF(φ>0 − φ<0): reweighted {_pm(m, 'dF_phi_reweighted')}, "
+             f"MD {_pm(m, 'dF_phi_md')} kT (the MD entered φ>0 {m['md_phi_pos_visits']} times)")
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     echo(f"wall clock {time.perf_counter() - t_start:.0f} s ({stages})")
-    echo(f"report: {result.report}")
-    echo(f"plots:  {', '.join(str(p) for p in result.figures)}")
+    _closing_lines(result, echo)
     return result
+
+
+def ess_line(m: dict[str, Any]) -> str:
+    """``ESS 20.1 % (90 % interval 12.0–25.3 % over draws; 4021 effective samples; …)``."""
+    interval = ""
+    if m.get("ess_low") is not None:
+        interval = f"{m['ess_level']:.0%} interval {m['ess_low']:.1%}–{m['ess_high']:.1%}; "
+    return (f"ESS {m['ess']:.2%} ({interval}{m['ess_samples']:.0f} effective samples; "
+            f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g})")
+
+
+def _pm(m: dict[str, Any], key: str) -> str:
+    """``value ± stderr (method)`` of a metric."""
+    return (f"{m[key]:.2f} ± {m[key + '_stderr']:.2f} "
+            f"({m.get(key + '_stderr_method', 'bootstrap')})")
+
+
+def _closing_lines(result: DemoResult, echo: Callable[[str], None]) -> None:
+    """The few-samples warning, the figures and the reports; the HTML report last."""
+    from .sampling import FEW_EFFECTIVE_SAMPLES, few_effective_samples
+
+    if few_effective_samples(result.metrics.get("ess_samples")):
+        echo(f"warning: fewer than {FEW_EFFECTIVE_SAMPLES} effective samples; the reweighted "
+             "numbers rest on a handful of samples")
+    echo(f"plots:  {', '.join(str(p) for p in result.figures)}")
+    echo(f"report: {result.report}")
+    echo(f"open in a browser (self-contained): {result.report.with_suffix('.html')}")
 
 
 def run_toy_demo(
@@ -181,14 +199,11 @@ def run_toy_demo(
     t0 = time.perf_counter()
     m = runs.evaluate(run)
     seconds["evaluate"] = time.perf_counter() - t0
-    echo(f"ESS {m['ess']:.3f} ({m['ess_samples']:.0f} effective samples; clipped "
-         f"{m['ess_clipped']:.3f}), NLL {m.get('nll', float('nan')):.3f}")
-    if "dF_exact" in m:
+    echo(f"{ess_line(m)}, NLL {m.get('nll', float('nan')):.3f}")
+    if "dF_exact" in m and m.get("dF_reweighted") is not None:
         a, b = run.system.region_labels
-        echo(f"ΔF({b} − {a}): reweighted {m['dF_reweighted']:.3f} ± "
-             f"{m['dF_reweighted_stderr']:.3f} kT, exact {m['dF_exact']:.3f} kT")
-    figures = sorted(out.glob("*.png"))
-    echo(f"report: {out / 'report.md'}")
-    echo(f"plots:  {', '.join(str(p) for p in figures)}")
-    return DemoResult(run=run, metrics=m, report=out / "report.md", figures=figures,
-                      seconds=seconds)
+        echo(f"ΔF({b} − {a}): reweighted {_pm(m, 'dF_reweighted')}, exact {m['dF_exact']:.3f} kT")
+    result = DemoResult(run=run, metrics=m, report=out / "report.md",
+                        figures=sorted(out.glob("*.png")), seconds=seconds)
+    _closing_lines(result, echo)
+    return result

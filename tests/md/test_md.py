@@ -248,3 +248,28 @@ def test_bad_settings_are_clear_errors(molecule, dataset, tmp_path):
         simulate(molecule, dataset.path, ns=0.002, seed=1, timestep_fs=0.5, **FAST)
     with pytest.raises(BoltzflowError, match="not a boltzflow dataset"):
         Dataset.load(tmp_path / "nothing")
+
+
+def test_replicas_in_worker_processes_resume_exactly_and_sample_the_target(molecule, tmp_path):
+    temps = geometric_temperatures(300.0, 450.0, 3)
+    kw = {"ns": 0.004, "replicas": temps, "exchange_interval_ps": 0.05, **FAST}
+    whole = simulate(molecule, tmp_path / "whole", workers=2, **kw)
+
+    def interrupt(done: int, total: int) -> None:
+        if done >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        simulate(molecule, tmp_path / "parallel", workers=2, callback=interrupt, **kw)
+    resumed = simulate(molecule, tmp_path / "parallel", workers=2, **kw)
+    assert torch.equal(resumed.positions, whole.positions)
+    assert resumed.provenance["replica_exchange"] == whole.provenance["replica_exchange"]
+    assert whole.provenance["workers"] == 2
+    expected = openmm_reduced(molecule, whole.positions.numpy())
+    np.testing.assert_allclose(whole.energies.numpy(), expected, atol=1e-2)  # 300 K frames
+    serial = simulate(molecule, tmp_path / "serial", workers=1, **kw)
+    pairs = zip(serial.provenance["replica_exchange"]["pairs"],
+                whole.provenance["replica_exchange"]["pairs"])
+    assert all(a["attempts"] == b["attempts"] for a, b in pairs)
+    with pytest.raises(BoltzflowError, match="workers"):
+        simulate(molecule, tmp_path / "bad", workers=0, **kw)

@@ -20,13 +20,18 @@ from torch import Tensor
 
 from ..io import write_text_atomic
 from ..models.base import ModelKind
-from ..sampling import Samples, effective_sample_size, effective_sample_size_clipped
+from ..sampling import (
+    Samples,
+    effective_sample_size_clipped,
+    effective_sample_size_interval,
+    largest_weight,
+)
 from ..systems.base import System
 from ..systems.molecule import MolecularSystem
 from .free_energy import free_energy_difference, free_energy_difference_quadrature
 from .metrics import negative_log_likelihood
 
-__all__ = ["SystemEvaluation", "evaluate_samples", "json_default"]
+__all__ = ["SystemEvaluation", "ess_metrics", "evaluate_samples", "json_default"]
 
 METRICS_NAME = "metrics.json"
 
@@ -105,8 +110,7 @@ def evaluate_samples(
     result = SystemEvaluation(system.id, samples, m)
     if isinstance(system, MolecularSystem):
         result = _molecular(model, system, samples, m, reference, out if plots else None, seed)
-    m["ess"] = effective_sample_size(result.samples.log_w)
-    m["ess_samples"] = m["ess"] * len(samples)
+    m.update(ess_metrics(result.samples.log_w, seed=seed))
     m["ess_clipped"] = effective_sample_size_clipped(result.samples.log_w, clip)
     m["clip_fraction"] = clip
     m.update(_region_free_energies(system, result.samples))
@@ -116,6 +120,25 @@ def evaluate_samples(
 
         write_report(out, system, result.samples, m, model=model, figures=result.figures)
     return result
+
+
+def ess_metrics(log_w: Tensor, *, seed: int = 0) -> dict[str, Any]:
+    """Kish ESS as a fraction and a count, its 90 % interval over draws and the largest
+    normalized weight (see :func:`~boltzflow.sampling.effective_sample_size_interval`)."""
+    interval = effective_sample_size_interval(log_w, seed=seed)
+    n = log_w.numel()
+    finite = torch.isfinite(log_w).any()
+    return {
+        "ess": interval.ess, "ess_samples": interval.ess * n,
+        "ess_low": interval.low, "ess_high": interval.high, "ess_level": interval.level,
+        "ess_interval_method": ESS_INTERVAL_METHOD,
+        "ess_tail_index": interval.tail_index if math.isfinite(interval.tail_index) else None,
+        "max_weight": largest_weight(log_w) if finite else None,
+    }
+
+
+#: How the ESS interval is computed, as recorded in ``metrics.json``.
+ESS_INTERVAL_METHOD = "bootstrap over samples, Pareto tail redrawn"
 
 
 def _nll(flow: Any, held_out: Tensor, model: ModelKind) -> dict[str, Any]:
@@ -169,6 +192,7 @@ def _region_free_energies(system: System, samples: Samples) -> dict[str, Any]:
         try:
             df = free_energy_difference(lw, ~in_b, in_b)
             out[name], out[name + "_stderr"] = df.value, df.stderr
+            out[name + "_stderr_method"] = df.method
         except ValueError:
             out[name] = None
     if system.bounds is not None and len(system.bounds) == 2:

@@ -15,10 +15,18 @@ from ..energies.base import Energy
 
 @dataclass(frozen=True)
 class FreeEnergyDifference:
-    """``value = F_B - F_A`` in kT and its bootstrap standard error."""
+    """``value = F_B - F_A`` in kT and its standard error.
+
+    Attributes:
+        value: ``F_B - F_A`` (kT).
+        stderr: its standard error (kT).
+        method: how ``stderr`` was estimated: ``"bootstrap"`` (independent samples) or
+            ``"block"`` (block averaging of a time series, :mod:`.blocking`).
+    """
 
     value: float
     stderr: float
+    method: str = "bootstrap"
 
     def __str__(self) -> str:
         return f"{self.value:.3f} ± {self.stderr:.3f} kT"
@@ -70,6 +78,38 @@ def free_energy_difference(
     boot = boot[torch.isfinite(boot)]
     stderr = float(boot.std()) if boot.numel() > 1 else math.inf
     return FreeEnergyDifference(value=value, stderr=stderr)
+
+
+def free_energy_difference_blocked(in_a: Tensor, in_b: Tensor) -> FreeEnergyDifference:
+    """``ΔF = F_B - F_A = -log(n_B / n_A)`` of unweighted, time-ordered frames (MD), with a
+    block-averaging error.
+
+    The error is that of the mean of ``g_t = 1[t ∈ A] / p_A - 1[t ∈ B] / p_B``, the first-order
+    change of ``ΔF`` per frame (delta method), from :func:`.blocking.block_standard_error`.
+
+    Args:
+        in_a: boolean mask ``[T]`` of frames in region A, in time order.
+        in_b: boolean mask ``[T]`` of frames in region B.
+
+    Raises:
+        ValueError: if a region holds no frame.
+    """
+    from .blocking import BLOCK, block_standard_error
+
+    in_a, in_b = in_a.flatten().bool(), in_b.flatten().bool()
+    if in_a.shape != in_b.shape:
+        raise ValueError("in_a and in_b must have the same length")
+    for name, mask in (("A", in_a), ("B", in_b)):
+        if not mask.any():
+            raise ValueError(f"region {name} holds no frame")
+    p_a, p_b = in_a.double().mean(), in_b.double().mean()
+    g = in_a.double() / p_a - in_b.double() / p_b
+    value = float(torch.log(p_a) - torch.log(p_b))
+    try:
+        stderr = block_standard_error(g).stderr
+    except ValueError:  # too few frames to block
+        stderr = math.inf
+    return FreeEnergyDifference(value, stderr, BLOCK)
 
 
 def free_energy_difference_quadrature(

@@ -18,6 +18,7 @@ from torch import Tensor
 from ..sampling.reweight import effective_sample_size
 from ..systems.molecule import MolecularSystem
 from .dihedrals import ramachandran_angles
+from .free_energy import FreeEnergyDifference
 from .pmf import basin_free_energy_difference, free_energy_profile
 from .validity import mask_invalid, validity
 from .wasserstein import energy_w2, torus_w2
@@ -63,8 +64,7 @@ def evaluate_molecule(
     }
     for name, lw in (("model", raw), ("reweighted", log_w)):
         try:
-            df = basin_free_energy_difference(phi, lw, seed=seed)
-            m[f"dF_phi_{name}"], m[f"dF_phi_{name}_stderr"] = df.value, df.stderr
+            m.update(_df_metrics(f"dF_phi_{name}", basin_free_energy_difference(phi, lw, seed=seed)))
         except ValueError:
             m[f"dF_phi_{name}"] = None
     figures: list[tuple[str, Path]] = []
@@ -74,9 +74,9 @@ def evaluate_molecule(
         u_ref = _reference_energies(system, ref)
         ref_phi, ref_psi = ramachandran_angles(system, ref)
         ref_angles = (ref_phi, ref_psi)
-        try:
-            df = basin_free_energy_difference(ref_phi, None, seed=seed)
-            m["dF_phi_md"], m["dF_phi_md_stderr"] = df.value, df.stderr
+        m["md_phi_pos_visits"] = _visits(ref_phi >= 0)
+        try:  # MD frames are in time order: block errors (a bootstrap under-reports them)
+            m.update(_df_metrics("dF_phi_md", basin_free_energy_difference(ref_phi, time_ordered=True)))
         except ValueError:
             m["dF_phi_md"] = None
         u_model = u.detach().cpu().to(torch.float64)
@@ -89,6 +89,16 @@ def evaluate_molecule(
     if out_dir is not None:
         figures = _figures(Path(out_dir), phi, psi, raw, log_w, ref_angles)
     return MolecularEvaluation(metrics=m, log_w=log_w, figures=figures)
+
+
+def _visits(inside: Tensor) -> int:
+    """Separate visits of a time series ``[T]`` (bool) to a region: its entries into it."""
+    return int(inside[0]) + int((inside[1:] & ~inside[:-1]).sum()) if len(inside) else 0
+
+
+def _df_metrics(key: str, df: FreeEnergyDifference) -> dict[str, Any]:
+    """``key``, ``key_stderr`` and ``key_stderr_method`` of a free-energy difference."""
+    return {key: df.value, f"{key}_stderr": df.stderr, f"{key}_stderr_method": df.method}
 
 
 def _figures(
@@ -105,7 +115,8 @@ def _figures(
     profiles = []
     edges = torch.linspace(-torch.pi, torch.pi, 61, dtype=torch.float64)
     if ref_angles is not None:
-        profiles.append(("MD", free_energy_profile(ref_angles[0], None, bins=edges)))
+        profiles.append(("MD", free_energy_profile(ref_angles[0], None, bins=edges,
+                                                   time_ordered=True)))
     if torch.isfinite(log_w).any():
         profiles.append(("reweighted model", free_energy_profile(phi, log_w, bins=edges)))
     if profiles:

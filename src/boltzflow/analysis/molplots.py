@@ -29,39 +29,60 @@ if TYPE_CHECKING:
 RamachandranPanel = tuple[str, Tensor, Tensor, Tensor | None]
 
 
-def _free_energy_map(phi: Tensor, psi: Tensor, log_w: Tensor | None, bins: int) -> np.ndarray:
-    """``F[phi_bin, psi_bin]`` in kT (minimum 0) of a 2-D histogram on [-π, π]²; nan if empty."""
+#: Fewest effective samples of a bin drawn in a reweighted Ramachandran panel.
+MIN_BIN_SAMPLES = 3.0
+
+
+def _free_energy_map(
+    phi: Tensor, psi: Tensor, log_w: Tensor | None, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``F[phi_bin, psi_bin]`` in kT (minimum 0, nan if empty) of a 2-D histogram on [-π, π]²,
+    the Kish effective samples ``(Σw)² / Σw²`` of each bin and its share of the weight."""
     phi = phi.detach().to("cpu", torch.float64).flatten().numpy()
     psi = psi.detach().to("cpu", torch.float64).flatten().numpy()
-    weights = None if log_w is None else sample_weights(log_w.detach().to("cpu").flatten())
-    hist, _, _ = np.histogram2d(
-        phi, psi, bins=bins, range=[[-math.pi, math.pi]] * 2, weights=weights
-    )
-    with np.errstate(divide="ignore"):
+    weights = np.ones_like(phi) if log_w is None else sample_weights(log_w.detach().to("cpu").flatten())
+    kw = {"bins": bins, "range": [[-math.pi, math.pi]] * 2}
+    hist, _, _ = np.histogram2d(phi, psi, weights=weights, **kw)
+    hist2, _, _ = np.histogram2d(phi, psi, weights=weights**2, **kw)
+    with np.errstate(divide="ignore", invalid="ignore"):
         f = -np.log(hist)
+        n_eff = np.where(hist2 > 0, hist**2 / hist2, 0.0)
     f[~np.isfinite(f)] = np.nan
     if np.isfinite(f).any():
         f -= np.nanmin(f)
-    return f
+    return f, n_eff, hist / max(hist.sum(), 1e-300)
+
+
+def _weighted(log_w: Tensor | None) -> bool:
+    """Whether a panel's finite log weights differ (a reweighted panel, not raw samples)."""
+    if log_w is None:
+        return False
+    finite = log_w[torch.isfinite(log_w)]
+    return len(finite) > 1 and bool((finite != finite[0]).any())
 
 
 def _draw(
     ax: Axes, panel: RamachandranPanel, *, bins: int, f_max: float, degrees: bool,
     cmap: Colormap,
 ) -> AxesImage:
+    """One panel; in a reweighted one, bins with fewer than :data:`MIN_BIN_SAMPLES` effective
+    samples are grey instead of coloured, and the title says how much weight they hold."""
     title, phi, psi, log_w = panel
-    f = _free_energy_map(phi, psi, log_w, bins)
+    f, n_eff, mass = _free_energy_map(phi, psi, log_w, bins)
+    thin = _weighted(log_w) & (n_eff > 0) & (n_eff < MIN_BIN_SAMPLES)
+    if thin.any():
+        kept = np.where(thin, np.nan, f)
+        f = kept - np.nanmin(kept) if np.isfinite(kept).any() else kept
     lim = 180.0 if degrees else math.pi
+    extent = (-lim, lim, -lim, lim)
     image = ax.imshow(
-        np.clip(f, 0.0, f_max).T,
-        origin="lower",
-        extent=(-lim, lim, -lim, lim),
-        cmap=cmap,
-        vmin=0.0,
-        vmax=f_max,
-        aspect="equal",
-        interpolation="nearest",
+        np.clip(f, 0.0, f_max).T, origin="lower", extent=extent, cmap=cmap, vmin=0.0,
+        vmax=f_max, aspect="equal", interpolation="nearest",
     )
+    if thin.any():
+        grey = np.zeros((*thin.T.shape, 4))
+        grey[thin.T] = (0.6, 0.6, 0.6, 1.0)
+        ax.imshow(grey, origin="lower", extent=extent, aspect="equal", interpolation="nearest")
     if degrees:
         ticks, labels = [-180, -90, 0, 90, 180], ["-180", "-90", "0", "90", "180"]
     else:
@@ -71,8 +92,20 @@ def _draw(
         )
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)
-    ax.set_title(f"{title} (n={len(phi)})" if title else f"n={len(phi)}", fontsize=9)
+    name = f"{title} (n={len(phi)})" if title else f"n={len(phi)}"
+    if _weighted(log_w):
+        name += f"\nESS n={_kish(log_w):.1f}"
+        if thin.any():
+            name += (f"; grey: bins of < {MIN_BIN_SAMPLES:g} eff. samples\n"
+                     f"({mass[thin].sum():.0%} of the weight)")
+    ax.set_title(name, fontsize=9)
     return image
+
+
+def _kish(log_w: Tensor) -> float:
+    """Kish effective samples of ``log_w`` (a count)."""
+    w = sample_weights(log_w.detach().to("cpu").flatten())
+    return float(1.0 / np.square(w).sum())
 
 
 def _cmap(plt: ModuleType) -> Colormap:
@@ -157,38 +190,62 @@ def plot_free_energy_profiles(
     *,
     xlabel: str = "φ (rad)",
     f_max: float = 15.0,
+    min_samples: float = 5.0,
 ) -> Path:
     """Free-energy profiles (kT) as lines with ±1 standard-error bands, one per label.
+
+    Bins with fewer than ``min_samples`` effective samples (``Profile.n_eff``) are not drawn:
+    their free energy is noise. The free-energy axis spans the drawn values plus a margin (at
+    most ``f_max``); the bands are clipped to it, so a huge error of one bin cannot squash the
+    curves.
 
     Args:
         profiles: ``(label, Profile)`` each, e.g. MD vs reweighted model along φ.
         path: PNG to write (atomically).
         xlabel: label of the coordinate axis.
-        f_max: upper end of the free-energy axis (kT); a bin holding one reweighted sample of
-            negligible weight would otherwise stretch it to hundreds of kT.
+        f_max: upper end of the free-energy axis at most (kT).
+        min_samples: fewest effective samples of a drawn bin.
     """
     if not profiles:
         raise ValueError("plot_free_energy_profiles needs at least one profile")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, profile in profiles:
+    curves = [(label, p, _drawn(p, min_samples)) for label, p in profiles]
+    low, high = profile_limits([f for _, _, f in curves], f_max)
+    for label, profile, f in curves:
         x = profile.centers.double().numpy()
-        f = profile.F.double().numpy().copy()
         err = profile.F_err.double().numpy()
-        f[~np.isfinite(f)] = np.nan
-        (line,) = ax.plot(x, f, label=label)
+        method = "block" if profile.error_method == "block" else "bootstrap"
+        (line,) = ax.plot(x, f, label=f"{label} (± {method})", marker=".", markersize=3)
         band = np.isfinite(f) & np.isfinite(err)
         ax.fill_between(
-            x,
-            np.where(band, f - err, np.nan),
-            np.where(band, f + err, np.nan),
-            color=line.get_color(),
-            alpha=0.25,
-            linewidth=0,
+            x, np.clip(np.where(band, f - err, np.nan), low, high),
+            np.clip(np.where(band, f + err, np.nan), low, high),
+            color=line.get_color(), alpha=0.25, linewidth=0,
         )
-    ax.set_ylim(top=f_max)
+    ax.set_ylim(low, high)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("free energy (kT)")
-    ax.legend()
+    ax.set_title(f"bins with < {min_samples:g} effective samples not drawn; bands ±1 s.e.",
+                 fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def profile_limits(curves: Sequence[np.ndarray], f_max: float) -> tuple[float, float]:
+    """The free-energy axis ``(low, high)`` (kT) of drawn profiles ``[bins]`` (nan: not drawn):
+    their finite values (at most ``f_max``) plus a margin of 8 % (at least 0.5 kT)."""
+    shown = np.concatenate([f[np.isfinite(f)] for f in curves])
+    low, high = (0.0, f_max) if not len(shown) else (shown.min(), min(shown.max(), f_max))
+    margin = max(0.5, 0.08 * (high - low))
+    return float(low - margin), float(high + margin)
+
+
+def _drawn(profile: Profile, min_samples: float) -> np.ndarray:
+    """The profile's free energies ``[bins]`` with empty and too thin bins as nan."""
+    f = profile.F.double().numpy().copy()
+    f[~np.isfinite(f)] = np.nan
+    if profile.n_eff is not None:
+        f[profile.n_eff.double().numpy() < min_samples] = np.nan
+    return f - np.nanmin(f) if np.isfinite(f).any() else f

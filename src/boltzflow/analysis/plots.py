@@ -78,28 +78,39 @@ def plot_density_2d(
 
 def plot_energy_histogram(
     u_model: Tensor, log_w: Tensor, path: str | Path, *, u_reference: Tensor | None = None,
-    bins: int = 80,
+    bins: int = 80, seed: int = 0,
 ) -> Path:
-    """Histograms of reduced energies: reference data, model samples, reweighted samples."""
+    """Histograms of reduced energies: reference data, model samples, reweighted samples.
+
+    The raw model's histogram uses as many samples as the reference (a seeded subset when it
+    has more), so the two curves are equally noisy; the legend gives each curve's sample count,
+    the reweighted one its Kish effective samples.
+    """
     plt = pyplot()
     finite = torch.isfinite(u_model) & torch.isfinite(log_w)
     um = u_model[finite].double().numpy()
     if len(um) == 0:  # no finite weight (e.g. every generated molecule invalid): raw energies
         um = u_model[torch.isfinite(u_model)].double().numpy()
     lo, hi = np.percentile(um, [0.5, 99.5])
+    raw = um
     if u_reference is not None:
         ur = u_reference.double().numpy()
         lo, hi = min(lo, np.percentile(ur, 0.5)), max(hi, np.percentile(ur, 99.5))
+        if len(um) > len(ur):
+            raw = np.random.default_rng(seed).choice(um, len(ur), replace=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step", "linewidth": 1.5}
     if u_reference is not None:
-        ax.hist(ur, label="reference", color="black", **kw)
-    ax.hist(um, label="model", color="tab:blue", **kw)
+        ax.hist(ur, label=f"reference (n={len(ur)})", color="black", **kw)
+    shown = f"n={len(raw)}" + (f" of {len(um)}" if len(raw) < len(um) else "")
+    ax.hist(raw, label=f"model ({shown})", color="tab:blue", **kw)
     if finite.any():
-        ax.hist(um, weights=sample_weights(log_w[finite]), label="reweighted", color="tab:orange", **kw)
+        w = sample_weights(log_w[finite])
+        ax.hist(um, weights=w, label=f"reweighted (ESS n={1 / np.square(w).sum():.1f})",
+                color="tab:orange", **kw)
     ax.set_xlabel("reduced energy u (kT)")
     ax.set_ylabel("density")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

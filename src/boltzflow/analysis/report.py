@@ -15,7 +15,7 @@ from ..sampling import Samples, few_effective_samples
 from ..systems.base import System
 from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
 
-__all__ = ["LABELS", "write_report"]
+__all__ = ["HTML_NAME", "LABELS", "write_report"]
 
 #: Readable labels of the metrics in ``report.md``.
 LABELS = {
@@ -45,6 +45,9 @@ LABELS = {
     "n_invalid_chirality": "samples with a D or mixed Cα chirality left",
     "dF_phi_error": "ΔF error, reweighted − MD (kT)",
     "sample_seconds_per_sample": "sampling wall-clock per sample (s)",
+    "max_weight": "largest normalized weight",
+    "md_phi_pos_visits": "separate visits of the MD reference to φ > 0",
+    "ess_tail_index": "Pareto tail index of the weights (Hill)",
 }
 
 
@@ -57,8 +60,11 @@ def write_report(
     model: ModelKind,
     figures: list[tuple[str, Path]] = (),
 ) -> Path:
-    """Write ``out/report.md`` and its PNG figures (plus ``figures`` already written there);
-    returns the report's path."""
+    """Write ``out/report.md``, the same as one self-contained ``out/report.html`` (figures
+    embedded), and their PNG figures (plus ``figures`` already written there); returns the
+    Markdown report's path."""
+    from .html import markdown_to_html
+
     out = Path(out)
     shown = _figures(out, system, samples) + list(figures)
     curve = plot_training_curve(out / "train_log.csv", out / "training.png")
@@ -68,13 +74,26 @@ def write_report(
     if system.description:
         lines += [system.description, ""]
     lines += _metrics_table(system, metrics)
+    lines += _error_notes(metrics)
     lines += _notes(model, metrics)
     lines += ["", f"Model: {model.describe()}. Full configuration: `config.yaml`.", ""]
     for title, fig in shown:
         lines += [f"## {title}", "", f"![{title}]({fig.name})", ""]
+    text = "\n".join(lines) + "\n"
     report = out / "report.md"
-    write_text_atomic(report, "\n".join(lines) + "\n")
+    write_text_atomic(report, text)
+    write_text_atomic(out / HTML_NAME, markdown_to_html(text, out, title=f"boltzflow: {system.id}"))
     return report
+
+
+#: The self-contained HTML report beside ``report.md``.
+HTML_NAME = "report.html"
+
+#: Readable names of the error-bar methods recorded as ``*_stderr_method``.
+METHODS = {
+    "bootstrap": "bootstrap over samples",
+    "block": "block averaging over time-ordered MD frames",
+}
 
 
 def _figures(out: Path, system: System, samples: Samples) -> list[tuple[str, Path]]:
@@ -104,7 +123,7 @@ def _metrics_table(system: System, metrics: dict[str, Any]) -> list[str]:
         labels[key] = labels[key].replace("B − A", f"{b} − {a}")
     lines = ["| metric | value |", "|---|---|"]
     for key, value in metrics.items():
-        if key.endswith("_stderr") or key in ("system", "clip_fraction") or value is None:
+        if key.endswith(("_stderr", "_stderr_method")) or key in HIDDEN or value is None:
             continue
         label = labels.get(key, key)
         if key == "ess_clipped":
@@ -112,8 +131,56 @@ def _metrics_table(system: System, metrics: dict[str, Any]) -> list[str]:
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         if metrics.get(f"{key}_stderr") is not None:
             shown += f" ± {metrics[key + '_stderr']:.2g}"
+            method = metrics.get(f"{key}_stderr_method")
+            shown += f" ({method})" if method else ""
+        if key == "ess" and metrics.get("ess_low") is not None:
+            shown = (f"{value:.2%} ({metrics['ess_level']:.0%} interval over draws "
+                     f"{metrics['ess_low']:.2%} – {metrics['ess_high']:.2%})")
         lines.append(f"| {label} | {shown} |")
     return lines
+
+
+#: Fewer separate MD visits to a basin than this, and its ΔF is flagged as resting on few events.
+FEW_VISITS = 10
+
+#: Metrics shown within another row (the ESS interval) or not at all.
+HIDDEN = ("system", "clip_fraction", "ess_low", "ess_high", "ess_level", "ess_interval_method")
+
+
+def _error_notes(metrics: dict[str, Any]) -> list[str]:
+    """Which method each error bar uses, and how the ESS interval is made."""
+    methods = sorted({v for k, v in metrics.items() if k.endswith("_stderr_method") and v})
+    lines = []
+    if methods:
+        lines += ["", "**Error bars** (± one standard error): " + "; ".join(
+            f"*{m}*: {METHODS.get(m, m)}" for m in methods
+        ) + ". Model samples are independent, so a bootstrap over them is sound; MD frames are "
+            "correlated in time, and a bootstrap over them would under-report the error by "
+            "√(2τ) for a correlation time of τ frames."]
+    visits = metrics.get("md_phi_pos_visits")
+    if visits is not None and visits < FEW_VISITS:
+        lines += ["", f"**Few MD visits to φ > 0 ({visits}).** The MD reference entered the "
+                  "φ > 0 basins only a handful of times, so its ΔF rests on those few events: "
+                  "its block error cannot see correlations longer than the run, and another MD "
+                  "run of the same length may differ by more than it. Run longer MD."]
+    if metrics.get("ess_low") is not None:
+        lines += ["", f"**ESS interval**: where the Kish ESS of another draw of as many samples "
+                  f"would fall ({metrics['ess_level']:.0%}), from a {metrics['ess_interval_method']} "
+                  "(a plain bootstrap never draws a weight larger than the largest seen)."
+                  + _weight_tail(metrics)]
+    return lines
+
+
+def _weight_tail(metrics: dict[str, Any]) -> str:
+    """The largest normalized weight and the tail index, as a sentence (empty if unknown)."""
+    out = ""
+    if metrics.get("max_weight") is not None:
+        out += f" Largest normalized weight: {metrics['max_weight']:.3g}."
+    if (tail := metrics.get("ess_tail_index")) is not None:
+        out += f" Pareto tail index of the weights: {tail:.2f}" + (
+            " (≥ 0.5: their variance is infinite, and the ESS of one draw is not a stable "
+            "number)." if tail >= 0.5 else ".")
+    return out
 
 
 def _notes(model: ModelKind, metrics: dict[str, Any]) -> list[str]:

@@ -117,7 +117,10 @@ def split_table(
         + ("L-Cα after the mirror fix (mirrored: samples whose Cα were all D, reflected x → −x). "
            if mirror else "L-Cα; the model's density is chiral, so no mirror fix. ")
         + "E-W2 (kT), T-W2 on (φ, ψ) (rad): raw model and reweighted against MD. ΔF: "
-        "F(φ>0) − F(φ<0) of residue 2's φ (kT).",
+        "F(φ>0) − F(φ<0) of residue 2's φ (kT); in each molecule's metrics.json its error is "
+        "a block-averaging error over the time-ordered MD frames for MD "
+        "(dF_phi_md_stderr_method: block) and a bootstrap over the independent samples for "
+        "the model.",
         "",
     ]
     if grid is not None:

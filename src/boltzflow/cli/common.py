@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 FF_HELP = "Force field for a PDB system: amber14 or amber99sb-ildn [amber14]."
 SOLVENT_HELP = "Solvent model for a PDB system: vacuum, obc1 or obc2 [obc2]."
 TEMP_HELP = "Temperature in kelvin for a PDB system [300]."
@@ -11,13 +9,22 @@ DEBUG_HELP = "Show full tracebacks (also accepted before the command: boltzflow 
 SOLVER_HELP = "Sampling integrator of a CNF/tbg model: rk4, dopri5 or gauss-legendre [the run's]."
 
 
-def set_threads(n: int | None = None) -> None:
-    """Torch threads: ``n``, else at most 4 and the machine's cores, unless
-    ``OMP_NUM_THREADS`` is set (more threads than free cores is 5-12× slower on small models)."""
-    import torch
+def set_threads(n: int | None = None) -> int:
+    """Torch threads from the free cores (:func:`boltzflow.threads.set_threads`)."""
+    from ..threads import set_threads as library_set_threads
 
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(n or max(1, min(4, os.cpu_count() or 1)))
+    return library_set_threads(n)
+
+
+def few_samples_warning(metrics: dict[str, object]) -> str | None:
+    """A warning line when the Kish ESS of ``metrics`` is under ten samples, else ``None``."""
+    from ..sampling import FEW_EFFECTIVE_SAMPLES, few_effective_samples
+
+    n = metrics.get("ess_samples")
+    if not few_effective_samples(n):
+        return None
+    return (f"warning: only {n:.1f} effective samples (Kish ESS × samples, under "
+            f"{FEW_EFFECTIVE_SAMPLES}): the reweighted numbers rest on a handful of samples")
 
 
 def is_main() -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import SOLVER_HELP, run_dir, sampling_changes, set_threads
+from .common import SOLVER_HELP, few_samples_warning, run_dir, sampling_changes, set_threads
 
 
 def evaluate_cmd(
@@ -74,6 +74,8 @@ def evaluate_cmd(
     frames = runs.reference_frames(loaded, target, reference) if target is not None else None
     metrics = runs.evaluate(loaded, system=target, reference=frames, plots=plots, seed=seed)
     typer.echo(json.dumps(metrics, indent=2))
+    if (warning := few_samples_warning(metrics)) is not None:
+        typer.echo(warning, err=True)
     if plots:
         typer.echo(f"report: {loaded.dir_for(target or loaded.system) / 'report.md'}")
 

@@ -22,6 +22,10 @@ def simulate_cmd(
     ),
     t_max: float = typer.Option(600.0, "--t-max", help="Highest replica temperature (K)."),
     exchange_interval_ps: float = typer.Option(1.0, "--exchange-interval-ps"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1,
+        help="Processes the replicas run in [one per free core, at most one per replica].",
+    ),
     seed: int = typer.Option(0, "--seed"),
     platform: str = typer.Option("Reference", "--platform", help="OpenMM platform."),
     forcefield: str | None = typer.Option(None, "--forcefield", help=FF_HELP),
@@ -50,7 +54,7 @@ def simulate_cmd(
             sys_obj, out, ns=ns, timestep_fs=timestep_fs, friction_per_ps=friction_per_ps,
             frame_interval_ps=frame_interval_ps, equilibration_ps=equilibration_ps,
             seed=seed, platform=platform, replicas=ladder,
-            exchange_interval_ps=exchange_interval_ps, progress=progress,
+            exchange_interval_ps=exchange_interval_ps, progress=progress, workers=workers,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted; completed chunks are kept in {out} — rerun the same command "

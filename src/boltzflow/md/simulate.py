@@ -19,6 +19,7 @@ from ..data.dataset import Dataset, system_provenance, utc_now, write_topology_p
 from ..errors import BoltzflowError
 from ..systems.molecule import MolecularSystem
 from .replica_exchange import check_ladder, log_acceptance, neighbour_pairs
+from .parallel import ParallelWalkers
 from .walkers import Walkers, platform_by_name, read_state
 
 #: Provenance keys that must agree for a rerun to continue an existing dataset.
@@ -60,6 +61,7 @@ def simulate(
     frames_per_chunk: int = 1000,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Dataset:
     """Run Langevin MD of ``system`` and write its frames to the dataset directory ``out``.
 
@@ -87,6 +89,10 @@ def simulate(
         frames_per_chunk: frames per chunk file (the unit of resumption).
         progress: show a progress bar with the speed in ns/day (and print acceptance rates).
         callback: ``(n_frames_done, n_frames_total)`` after each chunk is safely on disk.
+        workers: processes the replicas run in (``None``: one per core, at most one per
+            replica; 1: all in this process). OpenMM's Reference platform draws the random
+            numbers of all contexts in a process from one stream, so the frames depend on the
+            count (statistically equivalent); the same count repeats them exactly.
 
     Returns:
         The :class:`~boltzflow.data.Dataset` in ``out``.
@@ -129,6 +135,7 @@ def simulate(
     root = Path(out)
     previous = _previous_provenance(root, settings)
     run = _Run(root, plan, settings, previous, platform, progress, start_sha)
+    run.workers = replica_workers(len(plan.temperatures), workers)
     run.execute(system, callback)
     return Dataset.load(root)
 
@@ -334,6 +341,7 @@ class _Run:
         self.start_sha = self.previous.get("initial_positions_sha256") or start_sha
         self.records: list[dict[str, Any]] = list(self.previous.get("chunks", []))
         self.pt = len(plan.temperatures) > 1
+        self.workers = 1
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -391,6 +399,7 @@ class _Run:
             ),
             "platform": self.platform,
             "platforms_used": used,
+            "workers": self.workers,
             "openmm_version": openmm.__version__,
             "boltzflow_version": __version__,
             "created": self.previous.get("created") or utc_now(),
@@ -428,27 +437,41 @@ class _Run:
             if len(self.records) != n_recorded:
                 self._write_provenance(exchange, wall)
             return
-        walkers = Walkers(
-            system.openmm_system,
-            plan.temperatures,
-            friction_per_ps=plan.friction_per_ps,
-            timestep_fs=plan.timestep_fs,
-            platform=self.platform,
-            seed=self.settings["seed"],
-        )
+        walkers = self._walkers(system)
+        try:
+            self._session(system, walkers, exchange, state, step, wall, done, callback)
+        finally:
+            walkers.close()
+
+    def _walkers(self, system: MolecularSystem) -> Walkers | ParallelWalkers:
+        """The ladder's walkers, in this process or spread over worker processes."""
+        options = {"friction_per_ps": self.plan.friction_per_ps,
+                   "timestep_fs": self.plan.timestep_fs, "platform": self.platform,
+                   "seed": self.settings["seed"]}
+        if self.workers > 1:
+            return ParallelWalkers(system.openmm_system, self.plan.temperatures,
+                                   n_workers=self.workers, **options)
+        return Walkers(system.openmm_system, self.plan.temperatures, **options)
+
+    def _session(
+        self, system: MolecularSystem, walkers: Walkers | ParallelWalkers,
+        exchange: _Exchange | None, state: Any, step: int, wall: float, done: int,
+        callback: Callable[[int, int], None] | None,
+    ) -> None:
+        """Equilibrate (or restore), then add chunks until the plan's frames are on disk."""
+        plan = self.plan
         if system.topology is not None and not (self.root / files.TOPOLOGY_NAME).exists():
             write_topology_pdb(self.root, system.topology, np.asarray(system.positions))
         if state is None:
             self._write_provenance(exchange, 0.0)
             step = self._equilibrate(walkers, exchange, np.asarray(system.positions))
         else:
-            walkers.load_state(arrays)
+            walkers.load_state(state[1])
             if exchange is not None:
                 # slot_walker maps temperature index -> walker; its inverse gives each walker's
                 # temperature (velocities in the checkpoint already belong to it)
                 for walker, slot in enumerate(np.argsort(exchange.slot_walker)):
-                    walkers.integrators[walker].setTemperature(plan.temperatures[slot])
-                    walkers.temperatures[walker] = plan.temperatures[slot]
+                    walkers.set_integrator_temperature(walker, plan.temperatures[slot])
         self._write_provenance(exchange, wall)
 
         bar = None
@@ -520,6 +543,15 @@ class _Run:
         walkers.save_state(self.root / START_STATE, meta)
         return step
 
+    def _frames_before_exchange(self, step: int, left: int) -> int:
+        """How many of the next ``left`` frames (at most 100, for the progress bar) come
+        before the next exchange attempt."""
+        spf, spe = self.plan.steps_per_frame, self.plan.steps_per_exchange
+        if spe == 0:
+            return min(left, 100)
+        next_exchange = (step // spe + 1) * spe
+        return max(0, min(left, 100, -(-(next_exchange - step) // spf) - 1))
+
     def _production(
         self,
         walkers: Walkers,
@@ -540,24 +572,48 @@ class _Run:
             "replica": np.empty(n, np.int16),
         }
         kt0 = kT(plan.temperatures[0])
-        for k in range(n):
-            step = self._advance(walkers, exchange, step, step + plan.steps_per_frame)
+        spf, k = plan.steps_per_frame, 0
+        while k < n:
             walker = exchange.slot_walker[0] if exchange is not None else 0
-            x, energy = walkers.frame(walker)
-            _check_finite([energy], f"step {step}")
-            out["positions"][k] = x
-            out["energies"][k] = energy / kt0
-            out["steps"][k] = step
-            out["replica"][k] = walker
+            m = self._frames_before_exchange(step, n - k)
+            if m:  # no exchange in between: the walkers run m frames in one call
+                frames = walkers.run_frames([spf] * m, walker)
+            else:  # the next frame is at or past an exchange
+                step = self._advance(walkers, exchange, step, step + spf) - spf
+                walker = exchange.slot_walker[0] if exchange is not None else 0
+                frames, m = [walkers.frame(walker)], 1
+            for j, (x, energy) in enumerate(frames):
+                _check_finite([energy], f"step {step + (j + 1) * spf}")
+                out["positions"][k + j] = x
+                out["energies"][k + j] = energy / kt0
+                out["steps"][k + j] = step + (j + 1) * spf
+                out["replica"][k + j] = walker
+            step, k = step + m * spf, k + m
             if bar is not None:
-                bar.update(1)
+                bar.update(m)
                 elapsed = time.perf_counter() - t_session
-                if elapsed > 0 and (k % 10 == 0 or k == n - 1):
-                    sim_ns = (
-                        (steps_session + (k + 1) * plan.steps_per_frame) * plan.timestep_fs * 1e-6
-                    )
+                sim_ns = (steps_session + k * spf) * plan.timestep_fs * 1e-6
+                if elapsed > 0:
                     bar.set_postfix_str(f"{sim_ns / elapsed * 86400:.0f} ns/day", refresh=False)
         return out, step
+
+
+def replica_workers(n_replicas: int, workers: int | None) -> int:
+    """Worker processes for ``n_replicas`` walkers: ``workers``, else one per core of this
+    process's affinity mask (at most one per replica).
+
+    Not the free cores: the count must not depend on the load of the moment, since it changes
+    the random streams (see :func:`simulate`), and MD processes on a busy core just take turns
+    (no OpenMP threads to spin).
+    """
+    if workers is not None:
+        if workers < 1:
+            raise BoltzflowError(f"workers must be at least 1, got {workers}")
+        return min(workers, n_replicas)
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(n_replicas, cores or 1))
 
 
 def _check_finite(energies: list[float], where: str) -> None:

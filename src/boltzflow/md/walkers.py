@@ -50,6 +50,9 @@ class Walkers:
         timestep_fs: time step (fs).
         platform: OpenMM platform name.
         seed: seeds the integrators' random streams (one per walker).
+        indices: the walkers' indices in the whole ladder (default ``0, 1, …``): they pick the
+            random streams and name the saved states, so a subset of the walkers (one worker
+            process's share, :mod:`.parallel`) runs exactly as it would among all of them.
     """
 
     def __init__(
@@ -61,13 +64,15 @@ class Walkers:
         timestep_fs: float,
         platform: str,
         seed: int,
+        indices: Sequence[int] | None = None,
     ):
         import openmm
 
         self.platform = platform_by_name(platform)
         self.temperatures = [float(t) for t in temperatures]
+        self.indices = list(range(len(self.temperatures)) if indices is None else indices)
         self.integrators, self.contexts = [], []
-        for r, t in enumerate(self.temperatures):
+        for r, t in zip(self.indices, self.temperatures):
             integrator = openmm.LangevinMiddleIntegrator(t, friction_per_ps, timestep_fs / 1000.0)
             integrator.setRandomNumberSeed(integrator_seed(seed, r))
             self.integrators.append(integrator)
@@ -78,13 +83,23 @@ class Walkers:
 
     def start(self, positions: np.ndarray, seed: int) -> None:
         """Place every walker at ``positions`` ``[n_atoms, 3]`` nm with Maxwell–Boltzmann velocities."""
-        for r, (context, t) in enumerate(zip(self.contexts, self.temperatures)):
+        for r, context, t in zip(self.indices, self.contexts, self.temperatures):
             context.setPositions(np.asarray(positions, np.float64))
             context.setVelocitiesToTemperature(t, integrator_seed(seed, 1000 + r))
 
     def step(self, n: int) -> None:
         for integrator in self.integrators:
             integrator.step(n)
+
+    def run_frames(self, chunks: Sequence[int], walker: int | None) -> list[tuple[np.ndarray, float]]:
+        """Step every walker by each of ``chunks`` in turn, keeping :meth:`frame` of ``walker``
+        after each (no frames if ``None``)."""
+        frames = []
+        for n in chunks:
+            self.step(n)
+            if walker is not None:
+                frames.append(self.frame(walker))
+        return frames
 
     def potential_energies(self) -> list[float]:
         """Potential energy of each walker (kJ/mol)."""
@@ -112,25 +127,38 @@ class Walkers:
         self.integrators[walker].setTemperature(temperature)
         self.temperatures[walker] = temperature
 
-    def save_state(self, path: Path, meta: dict[str, Any]) -> None:
-        """Write every walker's checkpoint (+ portable XML state) and ``meta`` atomically."""
+    def set_integrator_temperature(self, walker: int, temperature: float) -> None:
+        """Set a walker's temperature without touching its velocities (a restored state's
+        velocities already belong to it)."""
+        self.integrators[walker].setTemperature(temperature)
+        self.temperatures[walker] = temperature
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every walker's checkpoint and portable XML state, keyed by its ladder index."""
         import openmm
 
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
-        for r, context in enumerate(self.contexts):
+        arrays = {}
+        for r, context in zip(self.indices, self.contexts):
             arrays[f"checkpoint_{r}"] = np.frombuffer(context.createCheckpoint(), np.uint8)
             xml = openmm.XmlSerializer.serialize(
                 context.getState(getPositions=True, getVelocities=True, getParameters=True)
             )
             arrays[f"xml_{r}"] = np.frombuffer(xml.encode(), np.uint8)
-        files.write_atomic(path, lambda f: np.savez(f, **arrays))
+        return arrays
+
+    def save_state(self, path: Path, meta: dict[str, Any]) -> None:
+        """Write every walker's checkpoint (+ portable XML state) and ``meta`` atomically."""
+        save_state_arrays(path, meta, self.state_arrays())
+
+    def close(self) -> None:
+        """Nothing to release in this process (see :class:`.parallel.ParallelWalkers`)."""
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore walkers from :func:`read_state` arrays; exact (incl. random streams) on the
         platform that wrote them, positions and velocities only on another one."""
         import openmm
 
-        for r, context in enumerate(self.contexts):
+        for r, context in zip(self.indices, self.contexts):
             try:
                 context.loadCheckpoint(arrays[f"checkpoint_{r}"].tobytes())
             except openmm.OpenMMException:
@@ -142,6 +170,12 @@ class Walkers:
                 )
                 state = openmm.XmlSerializer.deserialize(arrays[f"xml_{r}"].tobytes().decode())
                 context.setState(state)
+
+
+def save_state_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write walkers' :meth:`Walkers.state_arrays` and ``meta`` to ``path`` atomically."""
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays}
+    files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def read_state(path: Path, n_walkers: int) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:

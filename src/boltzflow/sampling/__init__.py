@@ -5,10 +5,13 @@ from __future__ import annotations
 from .draw import draw
 from .reweight import (
     FEW_EFFECTIVE_SAMPLES,
+    ESSInterval,
     clip_log_weights,
     effective_sample_size,
     effective_sample_size_clipped,
+    effective_sample_size_interval,
     few_effective_samples,
+    largest_weight,
     log_weights,
     resample_multinomial,
     resample_systematic,
@@ -16,13 +19,16 @@ from .reweight import (
 from .samples import Samples
 
 __all__ = [
+    "ESSInterval",
     "FEW_EFFECTIVE_SAMPLES",
     "Samples",
     "clip_log_weights",
     "draw",
     "effective_sample_size",
     "effective_sample_size_clipped",
+    "effective_sample_size_interval",
     "few_effective_samples",
+    "largest_weight",
     "log_weights",
     "resample_multinomial",
     "resample_systematic",

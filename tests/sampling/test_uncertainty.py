@@ -1,0 +1,88 @@
+"""Error bars that hold: the ESS interval on heavy-tailed weights, block errors of MD series."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from boltzflow.analysis.blocking import block_standard_error
+from boltzflow.analysis.free_energy import free_energy_difference_blocked
+from boltzflow.sampling import effective_sample_size_interval, largest_weight
+
+
+def _heavy_tailed_log_w(s: float, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Log weights of N(0, 1) under proposal N(0, s²): ``x²/2 (1/s² − 1)`` (up to a constant)."""
+    x = s * torch.randn(n, generator=gen, dtype=torch.float64)
+    return 0.5 * x.square() * (1 / s**2 - 1)
+
+
+def test_ess_interval_covers_heavy_tailed_truth_where_single_draws_scatter():
+    # s = 0.8 > 1/√2: E w² is finite (true ESS √(2s² − 1)/s² = 0.827) but E w⁴ is not, so the
+    # Kish ESS of one draw is skewed high and scatters; the interval must still cover it.
+    s, n, repeats = 0.8, 2000, 60
+    truth = math.sqrt(2 * s**2 - 1) / s**2
+    gen = torch.Generator().manual_seed(0)
+    draws, covered = [], 0
+    for r in range(repeats):
+        interval = effective_sample_size_interval(_heavy_tailed_log_w(s, n, gen), n_bootstrap=100,
+                                                  seed=r)
+        draws.append(interval.ess)
+        covered += interval.low <= truth <= interval.high
+        assert interval.low <= interval.ess <= interval.high
+    draws = np.array(draws)
+    assert covered / repeats >= 0.75
+    assert np.mean(np.abs(draws - truth) > 0.03) > 0.3  # single draws miss by more than 0.03
+    assert 0.2 < interval.tail_index < 0.6  # true Pareto index of w: 2 s² (1/s² − 1) / 2 = 0.36
+
+
+def test_ess_interval_of_equal_weights_is_one_and_largest_weight():
+    interval = effective_sample_size_interval(torch.zeros(100))
+    assert (interval.ess, interval.low, interval.high) == pytest.approx((1.0, 1.0, 1.0))
+    assert largest_weight(torch.tensor([0.0, math.log(3.0)])) == pytest.approx(0.75)
+    assert effective_sample_size_interval(torch.full((5,), -math.inf)).high == 0.0
+
+
+def _ar1(rho: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = e[0] / math.sqrt(1 - rho**2)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + e[t]
+    return x
+
+
+def test_block_error_of_ar1_matches_the_exact_standard_error_where_bootstrap_does_not():
+    rho, n = 0.9, 100_000
+    x = torch.from_numpy(_ar1(rho, n, seed=3))
+    # var(mean) of a stationary AR(1) with unit innovations: σ²/n · (1 + ρ)/(1 − ρ)
+    exact = math.sqrt(1 / (1 - rho**2) / n * (1 + rho) / (1 - rho))
+    block = block_standard_error(x)
+    assert block.converged and block.stderr == pytest.approx(exact, rel=0.2)
+    assert block.correlation_time == pytest.approx((1 + rho) / (1 - rho) / 2, rel=0.4)
+    gen = torch.Generator().manual_seed(0)
+    boot = torch.stack([x[torch.randint(n, (n,), generator=gen)].mean() for _ in range(100)])
+    assert float(boot.std()) < exact / 3  # the naive bootstrap reports ~1/√19 of it
+
+
+def test_blocked_free_energy_difference_of_a_two_state_chain():
+    # a two-state Markov chain that stays put with probability 0.99: p(B) = 1/3 → ΔF = log 2
+    rng = np.random.default_rng(1)
+    stay_a, stay_b, n = 0.995, 0.99, 200_000
+    state = np.empty(n, bool)
+    state[0] = False
+    flips = rng.random(n)
+    for t in range(1, n):
+        stay = stay_b if state[t - 1] else stay_a
+        state[t] = state[t - 1] if flips[t] < stay else not state[t - 1]
+    in_b = torch.from_numpy(state)
+    df = free_energy_difference_blocked(~in_b, in_b)
+    assert df.method == "block" and df.value == pytest.approx(math.log(2), abs=3 * df.stderr)
+    # exact: var of the mean of 1[B] ≈ p(1−p)/n · (1 + λ)/(1 − λ), λ = 1 − 0.005 − 0.01
+    lam = stay_a + stay_b - 1
+    p = 1 / 3
+    exact = math.sqrt(p * (1 - p) / n * (1 + lam) / (1 - lam)) / (p * (1 - p))
+    assert df.stderr == pytest.approx(exact, rel=0.3)
