@@ -43,12 +43,17 @@ CONFIGS = {
         "train": {"batch_size": 8, "warmup": 0},
         "sample": {"n_samples": 16, "batch_size": 16},  # exact divergence: ~0.15 s a sample
     },
+    "tbg-ic": {
+        "tbg-ic": {"hidden": 16, "n_layers": 4, "attention_layers": 1, "heads": 2,
+                   "frames_per_peptide": 4},
+        "train": {"batch_size": 8, "warmup": 0},
+    },
 }
 SHARED = {"train": {"steps": 3, "batch_size": 32, "checkpoint_every": 3},
           "sample": {"n_samples": 64}}
 
 #: The system a kind's loaded model is sampled and evaluated on (tbg: a held-out peptide).
-TARGETS = {"tbg": "dipeptide:AC"}
+TARGETS = {"tbg": "dipeptide:AC", "tbg-ic": "dipeptide:AC"}
 
 #: |log_prob(x) - log_q| allowed for the model's own samples, x and log_q from one forward pass.
 #: Coupling flows are exact bijections, so only float32 round-off counts (~1e-4; the internal
@@ -56,14 +61,14 @@ TARGETS = {"tbg": "dipeptide:AC"}
 #: integrated forward and its log_prob backward by a fixed-step RK4 (6-10 steps here), so they
 #: agree only up to the solver's error (measured ~1e-5 for these barely trained fields; a
 #: trained field's is larger, hence 1e-2).
-LOG_PROB_ATOL = {"coupling": 1e-4, "internal": 1e-3, "cnf": 1e-2, "tbg": 1e-2}
+LOG_PROB_ATOL = {"coupling": 1e-4, "internal": 1e-3, "cnf": 1e-2, "tbg": 1e-2, "tbg-ic": 1e-3}
 
 
 def _config(kind: str, dataset: Path | None) -> dict:
     data = {"model": kind, **{k: dict(v) for k, v in SHARED.items()}}
     for section, values in CONFIGS[kind].items():
         data[section] = {**data.get(section, {}), **values}
-    if kind == "tbg":
+    if KINDS[kind].transferable:
         data["system"] = {"dataset": str(dataset)}
     return data
 
@@ -102,6 +107,22 @@ def test_kind_contract(kind, tmp_path, request):
     assert 0 <= written["ess"] <= 1
     assert written["ess_samples"] == pytest.approx(written["ess"] * written["n_samples"])
     assert metrics["ess_samples"] == pytest.approx(written["ess_samples"])
+
+    # refinement: every kind with a one-pass log q refines (finite weights, the sample count
+    # kept); the others say why not in one line
+    from boltzflow.sampling.refine import RefineOptions
+
+    options = RefineOptions(levels=2, pilot=16)
+    target = system if kind in TARGETS else None
+    if run.model.refine_unsupported is None:
+        refined = runs.sample(run, 32, system=target, refine=options, progress=False)
+        assert len(refined) == 32 and not torch.isnan(refined.log_w).any()
+        assert torch.isfinite(refined.log_w).any()
+        assert (run.dir_for(system) / runs.REFINE_NAME).exists()
+    else:
+        with pytest.raises(BoltzflowError, match="--refine is not available") as err:
+            runs.sample(run, 4, system=target, refine=options, progress=False)
+        assert len(str(err.value).splitlines()) == 1
 
     # the same run directory with a checkpoint of another kind: one clear line
     other = next(k for k in KINDS if k != kind)

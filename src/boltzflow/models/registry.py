@@ -23,10 +23,11 @@ from .cnf import CNFKind
 from .coupling import CouplingKind
 from .internal import InternalKind
 from .tbg import TBGKind
+from .tbg_ic import TBGICKind
 
 #: Model kinds by name: ``model:`` in a config, ``--model`` on the command line.
 KINDS: dict[str, type[ModelKind]] = {
-    kind.name: kind for kind in (CouplingKind, InternalKind, CNFKind, TBGKind)
+    kind.name: kind for kind in (CouplingKind, InternalKind, CNFKind, TBGKind, TBGICKind)
 }
 
 #: Model names of version 1, and what they are now.

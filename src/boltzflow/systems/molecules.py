@@ -259,6 +259,24 @@ def _dipeptide(system_id: str = "dipeptide:XY") -> MolecularSystem:
     )
 
 
+@register(
+    "peptide:SEQ",
+    "any short peptide from its sequence: one-letter codes (peptide:AKG, zwitterionic) or "
+    "ACE-…-NME three-letter codes (peptide:ACE-ALA-ALA-NME, capped), amber14, OBC2 implicit, "
+    "310 K",
+)
+def _peptide(system_id: str = "peptide:SEQ") -> MolecularSystem:
+    sequence = system_id.partition(":")[2]
+    if not sequence or sequence == "SEQ":
+        raise BoltzflowError(
+            f"{system_id!r} names no peptide; write peptide:AKG (one-letter codes) or "
+            "peptide:ACE-ALA-ALA-NME (three-letter codes with caps)"
+        )
+    text = sequence if "-" in sequence else sequence.upper()
+    return from_sequence(text, forcefield="amber14", solvent="obc2", temperature=310.0,
+                         system_id=f"peptide:{text}")
+
+
 def _aldp(system_id: str, solvent: str) -> MolecularSystem:
     system = from_sequence(
         "ACE-ALA-NME",

@@ -117,7 +117,12 @@ def build_zmatrix(topology: mdtraj.Topology) -> ZMatrix:
 
 
 def zmatrix_from_graph(
-    n_atoms: int, bonds: Iterable[tuple[int, int]], hydrogen: Sequence[bool]
+    n_atoms: int,
+    bonds: Iterable[tuple[int, int]],
+    hydrogen: Sequence[bool],
+    *,
+    spine: Sequence[int] | None = None,
+    priority: Sequence[int] | None = None,
 ) -> ZMatrix:
     """A deterministic Z-matrix from a bond graph.
 
@@ -142,6 +147,11 @@ def zmatrix_from_graph(
         n_atoms: number of atoms (at least 3).
         bonds: pairs of bonded atom indices.
         hydrogen: ``[n_atoms]`` booleans, ``True`` for hydrogen atoms.
+        spine: a bonded chain of at least 3 atoms to use as the backbone instead of the longest
+            chain (e.g. a peptide's main chain, :func:`~boltzflow.models.tbg_ic.peptide_zmatrix`).
+        priority: ``[n_atoms]`` ranks that order the breadth-first search and break ties
+            (default: the atom index), so that the same chemistry gets the same references in
+            every molecule.
 
     Returns:
         The :class:`ZMatrix`.
@@ -165,7 +175,8 @@ def zmatrix_from_graph(
             raise ValueError(f"bond ({a}, {b}) is not a pair of distinct atoms in [0, {n_atoms})")
         neighbours[a].add(b)
         neighbours[b].add(a)
-    adjacency = [sorted(s) for s in neighbours]
+    rank_of = list(range(n_atoms)) if priority is None else [int(p) for p in priority]
+    adjacency = [sorted(s, key=lambda a: (rank_of[a], a)) for s in neighbours]
     unreached = set(range(n_atoms)) - set(_distances(adjacency, 0, None))
     if unreached:
         raise ValueError(
@@ -176,7 +187,7 @@ def zmatrix_from_graph(
     heavy = {i for i in range(n_atoms) if not hydrogen[i]}
     if len(heavy) < 3 or len(_distances(adjacency, min(heavy), heavy)) != len(heavy):
         heavy = set(range(n_atoms))
-    chain = _longest_chain(adjacency, heavy)
+    chain = _longest_chain(adjacency, heavy) if spine is None else _check_spine(spine, neighbours)
     middle = (len(chain) - 1) // 2
     a0, a1, a2 = chain[middle], chain[middle - 1], chain[middle + 1]
 
@@ -225,6 +236,16 @@ def zmatrix_from_graph(
             torsion = min((a for a in before(order) if a not in (j, k)), key=rank.__getitem__)
         rows.append([i, j, k, torsion])
     return ZMatrix(torch.tensor(rows, dtype=torch.long))
+
+
+def _check_spine(spine: Sequence[int], neighbours: list[set[int]]) -> list[int]:
+    """``spine`` as a list, checked to be a bonded chain of at least 3 distinct atoms."""
+    chain = [int(a) for a in spine]
+    ok = len(chain) >= 3 and len(set(chain)) == len(chain) and all(
+        b in neighbours[a] for a, b in zip(chain, chain[1:]))
+    if not ok:
+        raise ValueError(f"spine must be a bonded chain of at least 3 distinct atoms, got {chain}")
+    return chain
 
 
 def _distances(adjacency: list[list[int]], start: int, allowed: set[int] | None) -> dict[int, int]:

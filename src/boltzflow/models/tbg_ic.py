@@ -1,0 +1,630 @@
+"""``tbg-ic``: a transferable Boltzmann generator in internal coordinates.
+
+One normalizing flow over the bond lengths, angles and torsions of *any* peptide, conditioned on
+its chemistry, trained by maximum likelihood on many peptides and sampled zero-shot on peptides
+it never saw — with an exact ``log q`` (and its gradient) in one network pass per layer.
+
+* **Coordinates.** :func:`peptide_zmatrix`: the main chain (caps, N-Cα-C of every residue) is the
+  Z-matrix spine, the rest is reached breadth-first in a chemistry order (residue, then heavy
+  atoms by standard name, then hydrogens on their heavy atom), so the same group gets the same
+  references in every peptide. Each Z-matrix row ``r`` holds up to three coordinates
+  ``(bond, angle, torsion)``: a ``[R, 3]`` table with a mask of the entries that exist (the
+  frame rows have fewer).
+* **Normalization** per chemistry: the mean and spread of every bond, angle and rigid torsion,
+  keyed by the residue and atom names involved (``ALA:CA-CB``), fitted on the training frames and
+  stored in the checkpoint; unseen chemistry falls back to the element key (``C-C``), then to the
+  coordinate type. Free torsions are only shifted by their circular mean.
+* **Flow.** Coupling layers over the table; each transforms one group of entries (torsions or
+  bonds/angles, of even or odd rows) with monotone splines (bonds, angles, rigid torsions) or
+  circular splines (free torsions), conditioned by a transformer over the rows: one token per row
+  from the encodings of the atom and its three references, the values of the entries it may
+  see, and an attention bias learned per covalent-graph distance between the rows' atoms.
+  Padding rows are masked out of attention and out of every sum, so they never change a real row.
+* **Likelihood.** ``log q(x) = log p₀(z) + Σ logdet(layers) + logdet(normalization) +
+  logdet(internal → Cartesian)``; training needs only the first two (the others do not depend on
+  the parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import RunConfig, Section, check
+from ..distributions.torus import ProductBase
+from ..errors import BoltzflowError
+from ..flow import Flow
+from ..systems.base import System
+from ..systems.encoding import (
+    AMINO_ACIDS,
+    FEATURES,
+    HEAVY_ATOMS,
+    MAX_HOPS,
+    MoleculeEncoding,
+    Vocabulary,
+    encode_topology,
+)
+from ..systems.molecule import MolecularSystem
+from ..training import distributed
+from ..transforms.base import Bijection, Chain
+from ..transforms.ic_normalization import ICNormalization, rigid_torsions
+from ..transforms.internal import InternalCoordinates
+from ..transforms.splines import circular_rational_quadratic_spline, rational_quadratic_spline
+from ..transforms.zmatrix import ZMatrix, zmatrix_from_graph
+from .base import ModelKind, TrainingSet
+
+__all__ = ["ICVocabulary", "RowContext", "RowFlow", "TBGICKind", "TBGICParams",
+           "peptide_zmatrix"]
+
+#: Capping groups the model encodes besides the 20 amino acids.
+CAPS = ("ACE", "NME")
+#: Main-chain atoms in order, per residue name (default: N, CA, C).
+SPINE = {"ACE": ("CH3", "C"), "NME": ("N", "C")}
+#: Coordinate columns of a row.
+BOND, ANGLE, TORSION = 0, 1, 2
+#: Spreads used for chemistry never seen and single frames (nm, rad).
+DEFAULT_STD = (0.003, 0.06, 0.1)
+
+
+def ic_vocabulary() -> Vocabulary:
+    """The vocabulary of ``tbg-ic``: the amino acids and ACE/NME caps, up to 8 residues."""
+    heavy = (*HEAVY_ATOMS, "CH3")
+    return Vocabulary(atoms=heavy + tuple(f"H@{a}" for a in heavy),
+                      residues=AMINO_ACIDS + CAPS, max_residues=8)
+
+
+ICVocabulary = ic_vocabulary
+
+
+@dataclass
+class TBGICParams(Section):
+    """The internal-coordinate transferable BG's section.
+
+    Attributes:
+        hidden: width of the row tokens and the transformer.
+        n_layers: coupling layers (a multiple of 4 covers every entry twice).
+        attention_layers: transformer blocks in each layer's conditioner.
+        heads: attention heads.
+        n_bins: spline bins.
+        bound: interval splines act on ``[-bound, bound]`` (normalized units).
+        frames_per_peptide: MD frames per peptide in one batch (``train.batch_size`` frames in
+            all).
+    """
+
+    NAME = "tbg-ic"
+    hidden: int = 64
+    n_layers: int = 8
+    attention_layers: int = 2
+    heads: int = 4
+    n_bins: int = 8
+    bound: float = 5.0
+    frames_per_peptide: int = 8
+
+    def validate(self) -> None:
+        """Ranges; the width must split over the heads."""
+        self.positive("hidden", "n_layers", "attention_layers", "heads", "n_bins", "bound",
+                      "frames_per_peptide")
+        check(self.hidden % self.heads == 0, "tbg-ic.hidden", "a multiple of tbg-ic.heads",
+              self.hidden)
+
+
+# ------------------------------------------------------------------------------------------
+# the molecule: Z-matrix, row table, chemistry keys
+
+
+def peptide_zmatrix(topology: Any) -> ZMatrix:
+    """A Z-matrix with the main chain as spine and a chemistry order for everything else."""
+    atoms = list(topology.atoms)
+    spine = []
+    for res in topology.residues:
+        names = {a.name: a.index for a in res.atoms}
+        spine += [names[n] for n in SPINE.get(res.name, ("N", "CA", "C")) if n in names]
+    heavy_rank = {n: i for i, n in enumerate((*HEAVY_ATOMS, "CH3"))}
+    priority = sorted(range(len(atoms)), key=lambda i: (
+        atoms[i].residue.index, atoms[i].element.symbol == "H",
+        heavy_rank.get(atoms[i].name, len(heavy_rank)), atoms[i].name))
+    rank = {atom: r for r, atom in enumerate(priority)}
+    bonds = [(a.index, b.index) for a, b in topology.bonds]
+    hydrogen = [a.element.symbol == "H" for a in atoms]
+    return zmatrix_from_graph(len(atoms), bonds, hydrogen, spine=spine,
+                              priority=[rank[i] for i in range(len(atoms))])
+
+
+@dataclass
+class Molecule:
+    """One molecule as the flow sees it.
+
+    Attributes:
+        label: a name for messages.
+        ic: its internal coordinates (Z-matrix order).
+        tokens: ``[R, 4, 5]`` encodings of each row's atom and its references (``-1``: none).
+        entries: ``[R, 3]`` which coordinates exist (bond, angle, torsion).
+        circular: ``[R, 3]`` the free (periodic) torsions.
+        hops: ``[R, R]`` covalent-graph distance between the rows' atoms.
+        keys: per flat coordinate, its chemistry keys (exact, element, type).
+    """
+
+    label: str
+    ic: InternalCoordinates
+    tokens: Tensor
+    entries: Tensor
+    circular: Tensor
+    hops: Tensor
+    keys: list[tuple[str, str, str]]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows = atoms."""
+        return self.ic.n_atoms
+
+    def table(self, flat: Tensor) -> Tensor:
+        """Flat internal coordinates ``[B, 3R − 6]`` as the table ``[B, R, 3]`` (0 where absent)."""
+        out = flat.new_zeros(len(flat), self.n_rows * 3)
+        out[:, self.flat_to_table] = flat
+        return out.view(len(flat), self.n_rows, 3)
+
+    def flat(self, table: Tensor) -> Tensor:
+        """The table ``[B, R, 3]`` back to flat ``[B, 3R − 6]``."""
+        return table.reshape(len(table), -1)[:, self.flat_to_table]
+
+    @property
+    def flat_to_table(self) -> Tensor:
+        """Position in the flattened table of each flat coordinate."""
+        n = self.n_rows
+        rows = [*range(1, n), *range(2, n), *range(3, n)]
+        cols = [BOND] * (n - 1) + [ANGLE] * (n - 2) + [TORSION] * (n - 3)
+        return torch.tensor([3 * r + c for r, c in zip(rows, cols)], dtype=torch.long)
+
+
+def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str) -> Molecule:
+    """The :class:`Molecule` of an mdtraj topology (raises for chemistry outside the vocabulary,
+    naming the atom)."""
+    encoding: MoleculeEncoding = encode_topology(topology, vocabulary, label=label)
+    zmatrix = peptide_zmatrix(topology)
+    ic = InternalCoordinates(zmatrix)
+    rows = zmatrix.rows
+    n = len(rows)
+    pad = torch.full((1, len(FEATURES)), -1, dtype=torch.long)
+    padded = torch.cat([encoding.tokens, pad])  # index -1 → the pad row
+    tokens = padded[rows.clamp(min=-1)]  # [R, 4, 5]
+    entries = torch.zeros(n, 3, dtype=torch.bool)
+    entries[1:, BOND], entries[2:, ANGLE], entries[3:, TORSION] = True, True, True
+    circular = torch.zeros(n, 3, dtype=torch.bool)
+    circular[3:, TORSION] = ~rigid_torsions(ic, topology)
+    hops = encoding.hops[rows[:, 0]][:, rows[:, 0]]
+    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1),
+                    _chemistry_keys(topology, rows))
+
+
+def _chemistry_keys(topology: Any, rows: Tensor) -> list[tuple[str, str, str]]:
+    """Per flat coordinate: ``(exact, element, type)`` keys of its normalization."""
+    atoms = list(topology.atoms)
+
+    def name(i: int) -> str:
+        a = atoms[i]
+        return f"{a.residue.name}:{a.name}" if a.element.symbol != "H" else f"{a.residue.name}:H"
+
+    keys = []
+    n = len(rows)
+    for col, first, width in ((BOND, 1, 2), (ANGLE, 2, 3), (TORSION, 3, 4)):
+        for r in range(first, n):
+            members = [int(a) for a in rows[r, :width]]
+            kind = "bat"[col]
+            keys.append((
+                f"{kind}:" + "-".join(name(a) for a in members),
+                f"{kind}:" + "-".join(atoms[a].element.symbol for a in members),
+                kind,
+            ))
+    return keys
+
+
+# ------------------------------------------------------------------------------------------
+# per-chemistry normalization
+
+
+def fit_chemistry(molecules: list[Molecule], flats: list[Tensor]) -> dict[str, list[float]]:
+    """``{key: [mean, std]}`` of every coordinate key over training frames (flat ICs).
+
+    Torsions: circular mean, and the spread of the wrapped offsets (used for rigid ones).
+    """
+    values: dict[str, list[Tensor]] = {}
+    for mol, flat in zip(molecules, flats):
+        for column, keys in zip(flat.T, mol.keys):
+            for key in keys:
+                values.setdefault(key, []).append(column)
+    stats = {}
+    for key, parts in values.items():
+        v = torch.cat(parts).double()
+        if key.startswith("t"):
+            mean = math.atan2(float(v.sin().mean()), float(v.cos().mean()))
+            offset = torch.remainder(v - mean + math.pi, 2 * math.pi) - math.pi
+            mean, std = mean + float(offset.mean()), float(offset.std()) if len(v) > 1 else 0.0
+        else:
+            mean, std = float(v.mean()), float(v.std()) if len(v) > 1 else 0.0
+        stats[key] = [mean, std]
+    return stats
+
+
+def normalization_for(mol: Molecule, stats: dict[str, list[float]]) -> ICNormalization:
+    """The molecule's :class:`ICNormalization` from per-chemistry statistics (fallbacks: the
+    element key, the coordinate type, :data:`DEFAULT_STD`)."""
+    n_flat = mol.ic.dim
+    shift = torch.zeros(n_flat, dtype=torch.float64)
+    log_scale = torch.zeros(n_flat, dtype=torch.float64)
+    circular = mol.flat(mol.circular[None].float())[0].bool()
+    for i, keys in enumerate(mol.keys):
+        mean, std = next((stats[k] for k in keys if k in stats), (None, None))
+        col = "bat".index(keys[2])
+        if mean is None:
+            mean, std = (0.0, 1.0) if col == TORSION else (float("nan"), DEFAULT_STD[col])
+        shift[i] = mean
+        floor = DEFAULT_STD[col] / 10
+        log_scale[i] = 0.0 if circular[i] else math.log(max(std or DEFAULT_STD[col], floor))
+    if torch.isnan(shift).any():
+        raise BoltzflowError(f"{mol.label}: a bond or angle has no statistics at all; train on "
+                             "data that holds its element combination")
+    norm = ICNormalization(n_flat, mol.ic.torsion_indices)
+    norm.shift.copy_(shift)
+    norm.log_scale.copy_(log_scale)
+    return norm.float()
+
+
+# ------------------------------------------------------------------------------------------
+# the conditioned flow over padded row tables
+
+
+@dataclass
+class RowContext:
+    """A padded batch of molecules' rows.
+
+    Attributes:
+        tokens: ``[B, R, 4, 5]`` (``-1``: a missing reference or a padding row).
+        entries: ``[B, R, 3]`` coordinates that exist.
+        circular: ``[B, R, 3]`` free torsions.
+        hops: ``[B, R, R]`` graph distances between rows (padding: ``MAX_HOPS + 1``).
+        rows: ``[B, R]`` real rows.
+    """
+
+    tokens: Tensor
+    entries: Tensor
+    circular: Tensor
+    hops: Tensor
+    rows: Tensor
+
+    @classmethod
+    def pad(cls, molecules: list[Molecule]) -> RowContext:
+        """Stack ``molecules`` padded to the largest."""
+        r = max(m.n_rows for m in molecules)
+
+        def stack(get: Any, fill: int | bool, shape: tuple[int, ...]) -> Tensor:
+            out = []
+            for m in molecules:
+                t = get(m)
+                full = torch.full(shape, fill, dtype=t.dtype)
+                full[tuple(slice(0, s) for s in t.shape)] = t
+                out.append(full)
+            return torch.stack(out)
+
+        return cls(
+            stack(lambda m: m.tokens, -1, (r, 4, len(FEATURES))),
+            stack(lambda m: m.entries, False, (r, 3)),
+            stack(lambda m: m.circular, False, (r, 3)),
+            stack(lambda m: m.hops, MAX_HOPS + 1, (r, r)),
+            stack(lambda m: torch.ones(m.n_rows, dtype=torch.bool), False, (r,)),
+        )
+
+    def to(self, device: torch.device) -> RowContext:
+        """On ``device``."""
+        return RowContext(*(t.to(device) for t in (self.tokens, self.entries, self.circular,
+                                                   self.hops, self.rows)))
+
+    def repeat(self, n: int) -> RowContext:
+        """One molecule's context repeated ``n`` times along the batch."""
+        return RowContext(*(t.expand(n, *t.shape[1:]) for t in (
+            self.tokens, self.entries, self.circular, self.hops, self.rows)))
+
+
+class RowTokens(nn.Module):
+    """A row's token: the sum of its atom's and its three references' feature embeddings, one
+    table per reference slot."""
+
+    def __init__(self, vocabulary: Vocabulary, hidden: int):
+        super().__init__()
+        sizes = vocabulary.sizes
+        self.tables = nn.ModuleList(
+            nn.ModuleList(nn.Embedding(sizes[f] + 1, hidden) for f in FEATURES) for _ in range(4))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``[B, R, 4, 5]`` → ``[B, R, hidden]`` (index −1 is the padding token)."""
+        out = 0
+        for slot, tables in enumerate(self.tables):
+            for f, table in enumerate(tables):
+                t = tokens[..., slot, f]
+                out = out + table(torch.where(t < 0, table.num_embeddings - 1, t))
+        return out
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with a per-head additive attention bias."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.SiLU(),
+                                 nn.Linear(2 * hidden, hidden))
+
+    def forward(self, h: Tensor, bias: Tensor) -> Tensor:
+        """``h: [B, R, H]``, ``bias: [B, heads, R, R]`` (−inf on padding keys)."""
+        b, r, width = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(b, r, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        h = h + self.out(att.transpose(1, 2).reshape(b, r, width))
+        return h + self.mlp(self.norm2(h))
+
+
+class Conditioner(nn.Module):
+    """Transformer over rows: spline parameters of every entry from the visible values."""
+
+    def __init__(self, p: TBGICParams, vocabulary: Vocabulary):
+        super().__init__()
+        self.tokens = RowTokens(vocabulary, p.hidden)
+        self.values = nn.Linear(3 * 4, p.hidden)
+        self.hop_bias = nn.Embedding(MAX_HOPS + 2, p.heads)
+        self.blocks = nn.ModuleList(Block(p.hidden, p.heads) for _ in range(p.attention_layers))
+        self.head = nn.Linear(p.hidden, 3 * 3 * p.n_bins)
+        nn.init.zeros_(self.head.weight)  # a fresh layer is the identity
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, y: Tensor, visible: Tensor, ctx: RowContext) -> Tensor:
+        """``y: [B, R, 3]`` values; ``visible``: entries the conditioner may read →
+        ``[B, R, 3, 3K]`` spline parameters."""
+        v = torch.where(visible, y, 0.0)
+        feats = torch.cat([v, torch.where(visible, y.cos(), 0.0), torch.where(visible, y.sin(),
+                           0.0), visible.float()], -1)
+        h = self.tokens(ctx.tokens) + self.values(feats)
+        bias = self.hop_bias(ctx.hops).permute(0, 3, 1, 2)
+        bias = bias.masked_fill(~ctx.rows[:, None, None, :], -math.inf)
+        for block in self.blocks:
+            h = block(h, bias.to(h.dtype))
+        return self.head(h).view(*y.shape, -1)
+
+
+#: Entry groups transformed by successive layers: (column set, row parity).
+PATTERNS = (((TORSION,), 0), ((TORSION,), 1), ((BOND, ANGLE), 0), ((BOND, ANGLE), 1))
+
+
+class RowFlow(nn.Module):
+    """The conditioned coupling flow over padded row tables (``forward``: latent → normalized
+    internal coordinates)."""
+
+    def __init__(self, p: TBGICParams, vocabulary: Vocabulary):
+        super().__init__()
+        self.vocabulary, self.n_bins, self.bound = vocabulary, p.n_bins, p.bound
+        self.layers = nn.ModuleList(Conditioner(p, vocabulary) for _ in range(p.n_layers))
+
+    def _mask(self, layer: int, ctx: RowContext) -> Tensor:
+        cols, parity = PATTERNS[layer % len(PATTERNS)]
+        col = torch.zeros(3, dtype=torch.bool, device=ctx.entries.device)
+        col[list(cols)] = True
+        rows = torch.arange(ctx.entries.shape[1], device=col.device) % 2 == parity
+        return ctx.entries & ctx.rows[..., None] & col & rows[:, None]
+
+    def _layer(self, i: int, y: Tensor, ctx: RowContext, inverse: bool) -> tuple[Tensor, Tensor]:
+        moving = self._mask(i, ctx)
+        params = self.layers[i](y, ctx.entries & ~moving, ctx)
+        k = self.n_bins
+        circ = moving & ctx.circular
+        lin = moving & ~ctx.circular
+        y_lin, ld_lin = rational_quadratic_spline(
+            torch.where(lin, y, 0.0), *params[..., : 3 * k - 1].split([k, k, k - 1], -1),
+            inverse=inverse, bound=self.bound)
+        y_circ, ld_circ = circular_rational_quadratic_spline(
+            torch.where(circ, y, 0.0), *params.split([k, k, k], -1), inverse=inverse)
+        out = torch.where(lin, y_lin, torch.where(circ, y_circ, y))
+        logdet = (torch.where(lin, ld_lin, 0.0) + torch.where(circ, ld_circ, 0.0)).flatten(1)
+        return out, logdet.sum(-1)
+
+    def forward(self, z: Tensor, ctx: RowContext) -> tuple[Tensor, Tensor]:
+        """Latent table → normalized internal coordinates, log-det ``[B]``."""
+        logdet = z.new_zeros(len(z))
+        for i in range(len(self.layers)):
+            z, ld = self._layer(i, z, ctx, inverse=False)
+            logdet = logdet + ld
+        return z, logdet
+
+    def inverse(self, y: Tensor, ctx: RowContext) -> tuple[Tensor, Tensor]:
+        """Normalized internal coordinates → latent table, log-det ``[B]``."""
+        logdet = y.new_zeros(len(y))
+        for i in reversed(range(len(self.layers))):
+            y, ld = self._layer(i, y, ctx, inverse=True)
+            logdet = logdet + ld
+        return y, logdet
+
+
+def log_prior(z: Tensor, ctx: RowContext) -> Tensor:
+    """``log p₀`` of latent tables: N(0, 1) on real Euclidean entries, uniform on the circle
+    for free torsions ``[B]``."""
+    real = ctx.entries & ctx.rows[..., None]
+    lin = real & ~ctx.circular
+    normal = torch.where(lin, -0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi), 0.0)
+    circle = torch.where(real & ctx.circular, -math.log(2 * math.pi), 0.0)
+    return (normal + circle).flatten(1).sum(-1)
+
+
+class MoleculeFlow(Bijection):
+    """The row flow with one molecule's context fixed, on its flat coordinates
+    ``[B, 3R − 6]`` (``forward``: latent → normalized internal coordinates)."""
+
+    def __init__(self, flow: RowFlow, molecule: Molecule):
+        super().__init__()
+        self.flow, self.molecule = flow, molecule
+        self.context = RowContext.pad([molecule])
+
+    def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        ctx = self.context.to(z.device).repeat(len(z))
+        table = self.molecule.table(z)
+        out, logdet = (self.flow.inverse if inverse else self.flow.forward)(table, ctx)
+        return self.molecule.flat(out), logdet
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent → normalized internal coordinates."""
+        return self._run(z, inverse=False)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalized internal coordinates → latent."""
+        return self._run(x, inverse=True)
+
+
+# ------------------------------------------------------------------------------------------
+# the model kind
+
+
+@dataclass
+class PeptideTables:
+    """The training frames of one peptide as normalized row tables.
+
+    Attributes:
+        molecule: its rows.
+        tables: ``[F, R, 3]`` normalized internal coordinates (float32).
+    """
+
+    molecule: Molecule
+    tables: Tensor
+
+
+class TBGICKind(ModelKind):
+    """One conditioned internal-coordinate flow for many peptides."""
+
+    name = "tbg-ic"
+    Params = TBGICParams
+    transferable = True
+    system_defaults = {"id": ""}
+    train_defaults = {"batch_size": 128, "checkpoint_every": 250, "warmup": 100,
+                      "clip_grad": 10.0}
+    sample_defaults = {"batch_size": 2000, "n_samples": 1000}
+
+    def __init__(self, config: RunConfig, module: RowFlow, stats: dict[str, list[float]],
+                 info: dict[str, Any], peptides: list[PeptideTables] | None = None):
+        super().__init__(config, module, None)
+        self.stats, self.peptides = stats, peptides or []
+        self.info.update(info)
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        """Whole peptides per batch."""
+        k = config.params.frames_per_peptide
+        check(config.train.batch_size % k == 0, "train.batch_size",
+              f"a multiple of tbg-ic.frames_per_peptide ({k})", config.train.batch_size)
+
+    @classmethod
+    def build(cls, config: RunConfig, source: TrainingSet) -> TBGICKind:
+        """Statistics and tables of the ``train`` split of ``source.dataset``; a fresh flow."""
+        vocabulary = ic_vocabulary()
+        raw = load_peptide_ics(source.dataset, vocabulary, config.system.max_frames)
+        if not raw:
+            raise BoltzflowError(
+                f"the dataset {source.dataset} has no training peptides with frames; build it "
+                "with `boltzflow dataset dipeptides --out DIR`")
+        stats = (source.previous or {}).get("stats") or fit_chemistry(
+            [m for m, _ in raw], [f for _, f in raw])
+        peptides = [PeptideTables(m, m.table(normalization_for(m, stats).inverse(
+            f.float())[0]).float()) for m, f in raw]
+        torch.manual_seed(config.train.seed)
+        info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
+        return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides)
+
+    @classmethod
+    def restore(cls, config: RunConfig, metadata: dict[str, Any], system: System | None
+                ) -> ModelKind:
+        """The flow with the checkpoint's vocabulary and chemistry statistics."""
+        vocabulary = Vocabulary.from_dict(metadata["vocabulary"])
+        info = {k: metadata[k] for k in ("dataset", "train_sequences") if k in metadata}
+        return cls(config, RowFlow(config.params, vocabulary), metadata["stats"], info)
+
+    def metadata(self) -> dict[str, Any]:
+        """Vocabulary, chemistry statistics and the training peptides."""
+        return {**self.info, "vocabulary": self.module.vocabulary.to_dict(),
+                "stats": self.stats}
+
+    def batch(self, step: int) -> tuple[Tensor, RowContext]:
+        """This rank's padded tables of the global batch of ``step``."""
+        w, k = distributed.world(), self.params.frames_per_peptide
+        n_mol = min(self.config.train.batch_size // k, len(self.peptides))
+        gen = torch.Generator().manual_seed(distributed.step_seed(self.config.train.seed, step))
+        chosen = torch.randperm(len(self.peptides), generator=gen)[:n_mol].tolist()
+        frames = [torch.randint(len(self.peptides[i].tables), (k,), generator=gen)
+                  for i in chosen]
+        mine = list(distributed.shard(n_mol, w))
+        if not mine:
+            raise BoltzflowError(f"peptides per batch ({n_mol}) must be at least the number of "
+                                 f"ranks ({w.size})")
+        mols = [self.peptides[chosen[j]].molecule for j in mine for _ in range(k)]
+        ctx = RowContext.pad(mols)
+        r = ctx.rows.shape[1]
+        tables = torch.cat([pad_rows(self.peptides[chosen[j]].tables[frames[j]], r)
+                            for j in mine])
+        return tables.to(self.device), ctx.to(self.device)
+
+    def loss(self, batch: tuple[Tensor, RowContext], step: int) -> dict[str, Tensor]:
+        """Negative log-likelihood of the normalized coordinates per molecule (the constant
+        normalization and Cartesian log-dets left out)."""
+        tables, ctx = batch
+        z, logdet = self.module.inverse(tables, ctx)
+        return {"loss": -(log_prior(z, ctx) + logdet).mean()}
+
+    def molecule(self, system: System) -> Molecule:
+        """The rows of a molecule (raises one line for chemistry outside the vocabulary)."""
+        if not isinstance(system, MolecularSystem):
+            raise BoltzflowError(f"system {system.id!r} is not a molecule: a tbg-ic model "
+                                 "samples peptides")
+        return describe_molecule(system.topology, self.module.vocabulary, system.id)
+
+    def flow_for(self, system: System) -> Flow:
+        """``ProductBase → row flow (this molecule) → normalization → internal coordinates →
+        x [B, N, 3]`` with exact ``log q`` and its gradient."""
+        mol = self.molecule(system)
+        circular = torch.nonzero(mol.flat(mol.circular[None].float())[0].bool())[:, 0]
+        chain = Chain([MoleculeFlow(self.module, mol), normalization_for(mol, self.stats), mol.ic])
+        flow = Flow(ProductBase(mol.ic.dim, circular.tolist()), chain, (mol.n_rows, 3))
+        return flow.to(self.device)
+
+    def describe(self) -> str:
+        """Layers, width and training."""
+        p = self.params
+        return (f"internal-coordinate transferable flow, {p.n_layers} coupling layers with "
+                f"{p.attention_layers}-block transformer conditioners (width {p.hidden}), trained "
+                f"on {len(self.info.get('train_sequences', []))} peptides")
+
+
+def pad_rows(tables: Tensor, r: int) -> Tensor:
+    """``[F, R', 3]`` padded with zero rows to ``[F, r, 3]``."""
+    return torch.nn.functional.pad(tables, (0, 0, 0, r - tables.shape[1]))
+
+
+def load_peptide_ics(
+    dataset: str | Path, vocabulary: Vocabulary, max_frames: int = 0, split: str = "train",
+) -> list[tuple[Molecule, Tensor]]:
+    """``(molecule, flat internal coordinates [F, 3R − 6])`` of every peptide of ``split``."""
+    from .. import systems
+    from ..data.dipeptides import load_index
+
+    index = load_index(dataset)
+    out = []
+    for seq in index.sequences(split):
+        data = index.dataset(seq)
+        if len(data) == 0:
+            continue
+        system = systems.get(index.entry(seq).system_id)
+        mol = describe_molecule(system.topology, vocabulary, seq)
+        x = data.positions.to(torch.float64)
+        if 0 < max_frames < len(x):
+            x = x[torch.linspace(0, len(x) - 1, max_frames).round().long()]
+        out.append((mol, mol.ic.inverse(x)[0]))
+    return out
