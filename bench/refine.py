@@ -8,6 +8,8 @@ side with the ESS fraction.
 
     python bench/refine.py --run runs/demo                 # the quick demo flow
     python bench/refine.py --run runs/demo-quality -n 2000 # the quality flow
+    python bench/refine.py --run runs/bench-tbg-ic --system dipeptide:AC --system dipeptide:NY
+                                                           # held-out peptides, transferable run
 
 Prints a Markdown table (also written to ``RUN/refine-bench.md``).
 """
@@ -34,14 +36,14 @@ ROWS = (
 )
 
 
-def row(run: runs.Run, label: str, samples, evals: float, seconds: float, out: Path) -> str:
+def row(run: runs.Run, system, label: str, samples, evals: float, seconds: float, out: Path,
+        md: torch.Tensor | None) -> str:
     """One table row: ESS, ESS n, ΔF(φ) with its error, vs MD."""
-    m = evaluate_samples(run.model, run.system, samples, out, reference=reference(run),
-                         plots=False).metrics
+    m = evaluate_samples(run.model, system, samples, out, reference=md, plots=False).metrics
     df = m.get("dF_phi_reweighted")
     shown = "–" if df is None else f"{df:.2f} ± {m['dF_phi_reweighted_stderr']:.2f}"
     md = m.get("dF_phi_md")
-    return (f"| {label} | {len(samples)} | {evals:.0f} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
+    return (f"| {system.id} | {label} | {len(samples)} | {evals:.0f} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
             f"{shown} | {'–' if md is None else f'{md:.2f}'} | {seconds:.0f} |")
 
 
@@ -59,42 +61,50 @@ def reference(run: runs.Run) -> torch.Tensor | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="A trained run.")
+    parser.add_argument("--system", action="append", default=None,
+                        help="A molecule of a transferable run (repeat for several).")
     parser.add_argument("-n", type=int, default=2000, help="Particles of each refined row.")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from boltzflow import systems
+
     run = runs.load_run(args.run)
     if run.model.refine_unsupported:
         raise SystemExit(f"{args.run}: {run.model.refine_unsupported}")
-    flow, energy = run.model.flow_for(run.system), run.model.energy_of(run.system)
+    targets = [systems.get(s) for s in args.system] if args.system else [run.system]
     scratch = args.run / "refine-bench"
     scratch.mkdir(exist_ok=True)
     lines = [
-        f"Refinement of `{args.run}` ({run.system.id}, {run.model.describe()}); "
-        f"{args.n} particles per refined row, plain rows with the same energy evaluations.",
+        f"Refinement of `{args.run}` ({run.model.describe()}); {args.n} particles per refined "
+        "row, plain rows with the same energy evaluations.",
         "",
-        "| method | samples | evals/x | ESS | ESS n | ΔF(φ>0 − φ<0) rw (kT) | ΔF MD | s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | method | samples | evals/x | ESS | ESS n | ΔF(φ>0 − φ<0) rw (kT) | ΔF MD | s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    plain = draw(flow, energy, args.n, batch_size=10_000)
-    lines.append(row(run, "plain reweighting", plain, 1, time.perf_counter() - t0, scratch))
-    print(lines[-1], flush=True)
-    for label, options in ROWS:
+    for system in targets:
+        md = reference(run) if system is run.system else runs.reference_frames(run, system, None)
+        flow, energy = run.model.flow_for(system), run.model.energy_of(system)
+        torch.manual_seed(0)
         t0 = time.perf_counter()
-        result = refine(flow, energy, args.n, options)
-        seconds = time.perf_counter() - t0
-        evals = result.info["energy_evaluations_per_sample"] + \
-            result.info["energy_evaluations_pilot"] / args.n
-        lines.append(row(run, label, result.samples, evals, seconds, scratch))
+        plain = draw(flow, energy, args.n, batch_size=10_000)
+        lines.append(row(run, system, "plain reweighting", plain, 1, time.perf_counter() - t0,
+                         scratch, md))
         print(lines[-1], flush=True)
-        torch.manual_seed(1)
-        t0 = time.perf_counter()
-        same = draw(flow, energy, int(args.n * evals), batch_size=10_000)
-        lines.append(row(run, f"plain, same evals as {label}", same, evals,
-                         time.perf_counter() - t0, scratch))
-        print(lines[-1], flush=True)
+        for label, options in ROWS:
+            t0 = time.perf_counter()
+            result = refine(flow, energy, args.n, options)
+            seconds = time.perf_counter() - t0
+            evals = result.info["energy_evaluations_per_sample"] + \
+                result.info["energy_evaluations_pilot"] / args.n
+            lines.append(row(run, system, label, result.samples, evals, seconds, scratch, md))
+            print(lines[-1], flush=True)
+            torch.manual_seed(1)
+            t0 = time.perf_counter()
+            same = draw(flow, energy, int(args.n * evals), batch_size=10_000)
+            lines.append(row(run, system, f"plain, same evals as {label}", same, evals,
+                             time.perf_counter() - t0, scratch, md))
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     (args.run / "refine-bench.md").write_text(text)
     print(text)
