@@ -97,7 +97,11 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             evals = result.info["energy_evaluations_per_sample"] + \
                 result.info["energy_evaluations_pilot"] / args.n
-            lines.append(row(run, system, label, result.samples, evals, seconds, scratch, md))
+            shown = label
+            if "n_lineages" in result.info:  # after resampling the ESS counts the last epoch only
+                shown += (f" ({result.info['n_resamplings']} resamplings, "
+                          f"{result.info['n_lineages']} lineages)")
+            lines.append(row(run, system, shown, result.samples, evals, seconds, scratch, md))
             print(lines[-1], flush=True)
             torch.manual_seed(1)
             t0 = time.perf_counter()

@@ -121,7 +121,10 @@ def run_demo(
     from .presets import QUALITY_ALDP, QUICK_ALDP
     from .threads import set_threads
 
-    set_threads()  # the free cores; idle OpenMP threads sleep (boltzflow/__init__)
+    # One torch thread: the demo's small flows train faster on one (measured on 2 idle cores:
+    # the quick aldp preset's 3000 steps took 225 s with one thread, 363 s with two sleeping
+    # ones); the MD's replicas use the other core in their own processes.
+    set_threads(1)
     t_start = time.perf_counter()
     if system != QUICK_ALDP.system:
         if quality:

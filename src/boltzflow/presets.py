@@ -4,7 +4,7 @@ A :class:`Preset` pairs the MD that makes the reference data (``boltzflow simula
 parallel tempering so that the rare φ > 0 basin of alanine dipeptide is visited) with the
 configuration of the internal-coordinate Boltzmann generator (``model: internal``).
 
-* :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: 8-12 minutes on 2 CPU cores.
+* :data:`QUICK_ALDP` — ``boltzflow demo`` / ``make demo``: about 6 minutes on 2 idle CPU cores.
 * :data:`QUALITY_ALDP` — ``boltzflow demo --quality`` and ``bench/aldp.py``: more MD, a bigger
   flow and longer training (about 40 minutes on 2 CPU cores).
 

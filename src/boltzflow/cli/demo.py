@@ -26,7 +26,7 @@ def demo_cmd(
     n_samples: int | None = typer.Option(None, "--n-samples", hidden=True, help="For tests."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """The main job: MD reference, train, sample, reweight, report (8-12 min on 2 cores)."""
+    """The main job: MD reference, train, sample, reweight, report (about 6 min on 2 idle cores)."""
     from ..demo import run_demo
 
     run_demo(system, out, quality=quality, steps=steps, ns=ns, n_samples=n_samples,

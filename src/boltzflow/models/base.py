@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..config import RunConfig, Section
+from ..config import RunConfig, Section, check
 from ..flow import Flow
 from ..systems.base import System
 
@@ -152,3 +152,11 @@ class ModelKind(ABC):
         import copy
 
         return copy.deepcopy(system.energy).to(self.device, torch.float64)
+
+
+def check_whole_molecules(config: RunConfig) -> None:
+    """A transferable kind's batch holds whole molecules: ``train.batch_size`` must be a
+    multiple of the kind's ``frames_per_peptide``."""
+    k = config.params.frames_per_peptide
+    check(config.train.batch_size % k == 0, "train.batch_size",
+          f"a multiple of {config.model}.frames_per_peptide ({k})", config.train.batch_size)

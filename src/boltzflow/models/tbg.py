@@ -37,7 +37,7 @@ from ..systems.encoding import MoleculeEncoding, PeptideContext, Vocabulary, enc
 from ..systems.molecule import MolecularSystem
 from ..training import LinearPath, distributed, velocity_loss
 from ..training.pairing import GroupSlots, molecule_ot
-from .base import ModelKind, TrainingSet
+from .base import ModelKind, TrainingSet, check_whole_molecules
 
 __all__ = [
     "PeptideFrames",
@@ -174,9 +174,7 @@ class TBGKind(ModelKind):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         """Whole peptides per batch."""
-        k = config.params.frames_per_peptide
-        check(config.train.batch_size % k == 0, "train.batch_size",
-              f"a multiple of tbg.frames_per_peptide ({k})", config.train.batch_size)
+        check_whole_molecules(config)
 
     @classmethod
     def build(cls, config: RunConfig, source: TrainingSet) -> TBGKind:

@@ -56,7 +56,7 @@ from ..transforms.ic_normalization import ICNormalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.splines import circular_rational_quadratic_spline, rational_quadratic_spline
 from ..transforms.zmatrix import ZMatrix, zmatrix_from_graph
-from .base import ModelKind, TrainingSet
+from .base import ModelKind, TrainingSet, check_whole_molecules
 
 __all__ = ["ICVocabulary", "RowContext", "RowFlow", "TBGICKind", "TBGICParams",
            "peptide_zmatrix"]
@@ -519,9 +519,7 @@ class TBGICKind(ModelKind):
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         """Whole peptides per batch."""
-        k = config.params.frames_per_peptide
-        check(config.train.batch_size % k == 0, "train.batch_size",
-              f"a multiple of tbg-ic.frames_per_peptide ({k})", config.train.batch_size)
+        check_whole_molecules(config)
 
     @classmethod
     def build(cls, config: RunConfig, source: TrainingSet) -> TBGICKind:
