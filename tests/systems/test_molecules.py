@@ -296,3 +296,11 @@ def test_import_boltzflow_does_not_import_openmm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("system_id", ["peptide:", "peptide:SEQ", "peptide:AXG"])
+def test_peptide_ids_name_the_fix_in_one_line(system_id):
+    with pytest.raises(BoltzflowError) as err:
+        bf.systems.get(system_id)
+    assert len(str(err.value).splitlines()) == 1
+    assert "peptide:AKG" in str(err.value) or "unknown amino acid 'X'" in str(err.value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ class Molecule:
         """The table ``[B, R, 3]`` back to flat ``[B, 3R − 6]``."""
         return table.reshape(len(table), -1)[:, self.flat_to_table]
 
-    @property
+    @cached_property
     def flat_to_table(self) -> Tensor:
         """Position in the flattened table of each flat coordinate."""
         n = self.n_rows

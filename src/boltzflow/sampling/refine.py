@@ -359,6 +359,7 @@ def refine(
         "log_Z": log_Z, "n_dropped": int(dead.sum()),
     }
     info["ess_samples_before"] = info["ess_before"] * n
+    info["ess_samples"] = info["ess"] * n
     if options.method == "ais":
         info["log_Z_stderr"] = bootstrap_stderr(log_W, seed=options.seed)
     else:
@@ -372,7 +373,8 @@ def refine_summary(info: dict[str, Any]) -> str:
     """One line on a refinement: ESS before → after, acceptance, cost, ``log Z``."""
     acc = info["acceptance_per_level"]
     line = (f"{info['method'].upper()} × {info['levels']} levels: ESS "
-            f"{info['ess_before']:.2%} → {info['ess']:.2%}, acceptance "
+            f"{info['ess_before']:.2%} → {info['ess']:.2%} ({info['ess_samples_before']:.1f} → "
+            f"{info['ess_samples']:.1f} effective of {info['n_samples']} samples), acceptance "
             f"{min(acc):.2f}–{max(acc):.2f}, {info['energy_evaluations_per_sample']:.0f} energy "
             f"evaluations per sample, log Z {info['log_Z']:.3f}")
     if info.get("log_Z_stderr") is not None:
