@@ -1,8 +1,10 @@
 """The demo: MD reference → train → sample → evaluate → report, in one directory.
 
 ``boltzflow demo`` (and ``make demo``) runs :func:`run_demo`: on alanine dipeptide,
-:func:`run_molecular_demo` with :data:`~boltzflow.presets.QUICK_ALDP`; on a toy, the same
-workflow on its built-in reference samples. Every stage is resumable: the MD dataset (``OUT/md``) is
+:func:`run_molecular_demo` with :data:`~boltzflow.presets.QUICK_ALDP`; on any other molecule (a
+PDB file, ``peptide:SEQ``, ``dipeptide:XY``) :func:`run_molecule`, which first measures what MD
+and training cost for it and plans a budget (``--minutes``); on a toy, the same workflow on its
+built-in reference samples. Every stage is resumable: the MD dataset (``OUT/md``) is
 continued chunk by chunk, training continues from its checkpoint, so rerunning an interrupted
 demo picks up where it stopped and a finished one only re-samples and re-evaluates.
 """
@@ -17,9 +19,14 @@ from typing import Any
 
 from .presets import Preset
 
-__all__ = ["DemoResult", "run_demo", "run_molecular_demo"]
+__all__ = ["DEFAULT_MINUTES", "DemoResult", "measure_speeds", "run_demo", "run_molecular_demo",
+           "run_molecule"]
 
 MD_DIR = "md"
+#: The plan of a molecule run (settings and the measured speeds), reused when it resumes.
+PLAN_NAME = "plan.json"
+#: Default wall-clock budget of ``boltzflow demo --system MOLECULE`` (minutes).
+DEFAULT_MINUTES = 20.0
 
 
 @dataclass
@@ -59,12 +66,13 @@ def run_molecular_demo(
     Returns:
         A :class:`DemoResult`.
     """
-    from . import runs, systems
+    from . import runs
     from .md import geometric_temperatures, simulate
 
     out = Path(out)
     seconds: dict[str, float] = {}
-    system = systems.get(preset.system)
+    config = preset.config(data=str(out / MD_DIR))
+    system = runs.resolve_system(config)
     md = dict(preset.md)
     n_replicas, t_max = md.pop("replicas", None), md.pop("t_max", None)
     ladder = None
@@ -77,7 +85,6 @@ def run_molecular_demo(
     dataset = simulate(system, out / MD_DIR, replicas=ladder, progress=progress, **md)
     seconds["md"] = time.perf_counter() - t0
 
-    config = preset.config(data=str(out / MD_DIR))
     echo(f"[2/4] training a {config.params.n_layers}-layer internal-coordinate spline flow on "
          f"{len(dataset)} frames ({config.train.steps} steps, preset {preset.name!r}) …")
     t0 = time.perf_counter()
@@ -107,18 +114,26 @@ def run_demo(
     steps: int | None = None,
     ns: float | None = None,
     n_samples: int | None = None,
+    minutes: float | None = None,
+    forcefield: str | None = None,
+    solvent: str | None = None,
+    temperature: float | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """``boltzflow demo``: the molecular demo on alanine dipeptide (quick or ``quality``
-    preset), or the same workflow on a toy ``system``; prints the stages and the headline
-    numbers, returns what was produced.
+    preset), :func:`run_molecule` on any other molecule, or the same workflow on a toy
+    ``system``; prints the stages and the headline numbers, returns what was produced.
 
     Raises:
-        BoltzflowError: ``quality`` for a toy, or an unknown system.
+        BoltzflowError: ``quality`` for another system, options that do not apply to it, or an
+            unknown system.
     """
+    from . import runs
     from .errors import BoltzflowError
+    from .models import config_with
     from .presets import QUALITY_ALDP, QUICK_ALDP
+    from .systems.molecule import MolecularSystem
     from .threads import set_threads
 
     # One torch thread: the demo's small flows train faster on one (measured on 2 idle cores:
@@ -126,9 +141,24 @@ def run_demo(
     # ones); the MD's replicas use the other core in their own processes.
     set_threads(1)
     t_start = time.perf_counter()
-    if system != QUICK_ALDP.system:
+    if system != QUICK_ALDP.system or minutes is not None:
         if quality:
-            raise BoltzflowError(f"--quality is a preset for {QUICK_ALDP.system}, not for {system!r}")
+            raise BoltzflowError(f"--quality is a preset for {QUICK_ALDP.system}, not for {system!r}"
+                                 " (give --minutes for a longer run of another molecule)")
+        config = config_with({}, {"system.id": system, "system.forcefield": forcefield,
+                                  "system.solvent": solvent, "system.temperature": temperature})
+        if isinstance(runs.resolve_system(config), MolecularSystem):
+            result = run_molecule(system, out, forcefield=forcefield, solvent=solvent,
+                                  temperature=temperature, minutes=minutes or DEFAULT_MINUTES,
+                                  steps=steps, ns=ns, n_samples=n_samples, progress=progress,
+                                  echo=echo)
+            echo(f"wall clock {time.perf_counter() - t_start:.0f} s ("
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ")")
+            _closing_lines(result, echo)
+            return result
+        if minutes is not None:
+            raise BoltzflowError(f"--minutes plans a molecule's run; {system!r} is a toy (use "
+                                 "--steps)")
         return run_toy_demo(system, out, steps=steps, n_samples=n_samples, progress=progress,
                             echo=echo)
     preset = (QUALITY_ALDP if quality else QUICK_ALDP).replace(
@@ -148,6 +178,143 @@ def run_demo(
     echo(f"wall clock {time.perf_counter() - t_start:.0f} s ({stages})")
     _closing_lines(result, echo)
     return result
+
+
+def run_molecule(
+    system: str,
+    out: str | Path | None = None,
+    *,
+    forcefield: str | None = None,
+    solvent: str | None = None,
+    temperature: float | None = None,
+    minutes: float = DEFAULT_MINUTES,
+    steps: int | None = None,
+    ns: float | None = None,
+    n_samples: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """A user's molecule in one call: plan, parallel-tempering MD, train, sample, reweight,
+    report.
+
+    The plan (:func:`~boltzflow.presets.plan_molecule`) comes from short probes of what MD and
+    a training step cost for this molecule on this machine (:func:`measure_speeds`) and the
+    ``minutes`` budget; it is printed and saved to ``out/plan.json``, and a rerun in ``out``
+    resumes with the saved plan (MD chunks, training checkpoint), whatever ``minutes`` says.
+
+    Args:
+        system: a PDB file, ``peptide:SEQ``, ``dipeptide:XY`` or another molecule id.
+        out: run directory (default ``runs/demo-<system>``).
+        forcefield, solvent, temperature: a PDB file's physics (defaults amber14, obc2, 300 K).
+        minutes: wall-clock budget of the whole run.
+        steps, ns, n_samples: override the plan's training steps, MD length and samples
+            (tests).
+        progress: progress bars.
+        echo: where the messages go.
+
+    Raises:
+        BoltzflowError: a bad PDB file, a residue the force field does not know, a system that
+            is not a molecule (one line each).
+    """
+    import dataclasses
+    import json
+
+    from . import runs
+    from .errors import BoltzflowError
+    from .io import write_text_atomic
+    from .models import config_with
+    from .presets import Preset, plan_molecule
+    from .systems.molecule import MolecularSystem
+
+    section = {k: v for k, v in (("forcefield", forcefield), ("solvent", solvent),
+                                 ("temperature", temperature)) if v is not None}
+    config = config_with({}, {"model": "internal", "system.id": system,
+                              **{f"system.{k}": v for k, v in section.items()}})
+    molecule = runs.resolve_system(config)
+    if not isinstance(molecule, MolecularSystem):
+        raise BoltzflowError(f"{system!r} is not a molecule; run_molecule needs a PDB file or a "
+                             "molecule id")
+    out = Path(out or Path("runs") / f"demo-{runs.slug(system)}")
+    echo(f"system: {molecule.description or molecule.id} ({molecule.n_atoms} atoms)")
+    plan_path = out / PLAN_NAME
+    if plan_path.exists():
+        saved = json.loads(plan_path.read_text())
+        preset = Preset(**saved["preset"])
+        echo(f"resuming {out} with its saved plan ({plan_path}, {saved['minutes']:g} min)")
+    else:
+        echo(f"measuring MD and training speed for a {minutes:g}-minute plan …")
+        speeds = measure_speeds(molecule, config)
+        preset = plan_molecule(system, molecule.n_atoms, molecule.temperature, minutes, speeds,
+                               section)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(plan_path, json.dumps({
+            "minutes": minutes, "n_atoms": molecule.n_atoms, "speeds": dataclasses.asdict(speeds),
+            "preset": dataclasses.asdict(preset)}, indent=2) + "\n")
+        echo(f"measured: {speeds.md_ns_seconds:.0f} s per ns of MD per replica "
+             f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step")
+    md, p = preset.md, preset.model
+    echo(f"plan: {md['ns']:g} ns of MD ({md['replicas']} replicas {molecule.temperature:g}-"
+         f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps); a {p['n_layers']}-"
+         f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps (reverse KL "
+         f"from step {p['kl_start']}); {preset.sample['n_samples']} samples")
+    preset = preset.replace(md={} if ns is None else {"ns": ns},
+                            train={} if steps is None else {"steps": steps},
+                            model={} if steps is None else {"kl_start": steps // 2},
+                            sample={} if n_samples is None else {"n_samples": n_samples})
+    result = run_molecular_demo(preset, out, progress=progress, echo=echo)
+    m = result.metrics
+    echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
+         f"NLL {m.get('nll', float('nan')):.1f} nats")
+    if m.get("n_high_energy") is not None:
+        echo(f"samples above the highest MD energy + {m['high_energy_margin']:g} kT: "
+             f"{m['n_high_energy']} of {m['n_samples']} (their weight is in the ESS, unclipped)")
+    for ring in m.get("ring_closures") or []:
+        echo(f"ring closure {ring['bond']}: width {ring['model_sd']:.4f} nm, MD "
+             f"{ring['md_sd']:.4f} nm (ratio {ring['ratio']:.2f})")
+    return result
+
+
+def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
+    """:class:`~boltzflow.presets.Speeds` of ``system`` on this machine: a short MD run (one
+    replica, a few seconds) and a few training steps of the planned flow on its frames.
+
+    Args:
+        system: the molecule.
+        config: a ``model: internal`` config of it (its ``system`` section is used).
+        probe_ns: length of the probe MD.
+    """
+    import tempfile
+
+    import torch
+
+    from .md import simulate
+    from .md.simulate import replica_workers
+    from .models import config_with, get_kind
+    from .models.base import TrainingSet
+    from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, hidden_for
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        dataset = simulate(system, Path(tmp) / "md", ns=probe_ns, equilibration_ps=1.0,
+                           frame_interval_ps=MOLECULE_MD["frame_interval_ps"], progress=False)
+        md_ns_seconds = (time.perf_counter() - t0) / (probe_ns + 0.001)
+        frames = dataset.positions.float()
+    model_section = {**MOLECULE_MODEL, "hidden": hidden_for(system.n_atoms), "kl_start": 0}
+    probe = config_with(config.to_dict(), {f"internal.{k}": v for k, v in model_section.items()})
+    model = get_kind("internal").build(probe, TrainingSet(system=system, data=frames))
+    model.to(torch.device("cpu"), torch.float32)
+    optimizer = torch.optim.Adam(model.module.parameters(), lr=1e-4)
+    times = []
+    for step in range(5):  # reverse KL on from step 0: the dearer phase
+        t0 = time.perf_counter()
+        loss = model.loss(model.batch(step), step)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+    step_seconds = sorted(times[1:])[len(times[1:]) // 2]
+    return Speeds(md_ns_seconds=md_ns_seconds, step_seconds=step_seconds,
+                  workers=replica_workers(MOLECULE_MD["replicas"], None))
 
 
 def ess_line(m: dict[str, Any]) -> str:

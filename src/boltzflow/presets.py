@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import RunConfig
 
-__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset"]
+__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset", "Speeds", "plan_molecule"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,82 @@ QUALITY_ALDP = Preset(
         "kl_batch_size": 256,
     },
 )
+
+@dataclass(frozen=True)
+class Speeds:
+    """What a molecule costs on this machine, measured by short probes before planning.
+
+    Attributes:
+        md_ns_seconds: wall seconds per ns of MD of one replica (OpenMM Reference).
+        step_seconds: wall seconds per training step with the reverse KL on (the dearer phase).
+        workers: processes the MD replicas run in at once.
+    """
+
+    md_ns_seconds: float
+    step_seconds: float
+    workers: int = 1
+
+
+#: Shares of a ``--minutes`` budget: MD reference, training; the rest samples and evaluates.
+MD_SHARE, TRAIN_SHARE = 0.35, 0.5
+#: MD defaults of the one-command path, from the alanine dipeptide study (``docs/aldp.md``): a
+#: frame every 0.05 ps (moving from 0.2 ps to 0.05 ps took ESS from 10 % to 41 % at the same MD
+#: length) and 4 parallel-tempering replicas up to twice the temperature (at most 600 K).
+MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.05, "equilibration_ps": 20.0, "seed": 0}
+#: Flow and loss of the one-command path: the quick alanine dipeptide preset's recipe
+#: (likelihood, then likelihood + reverse KL from half-way), wider for bigger molecules.
+MOLECULE_MODEL = {"n_layers": 6, "n_bins": 8, "w_nll": 1.0, "w_kl": 1.0, "u_high": 200.0,
+                  "kl_batch_size": 256}
+
+
+def hidden_for(n_atoms: int) -> list[int]:
+    """Conditioner widths by molecule size: ``[64, 64]`` up to 30 atoms, else ``[128, 128]``."""
+    return [64, 64] if n_atoms <= 30 else [128, 128]
+
+
+def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
+                  speeds: Speeds, system_section: dict[str, Any] | None = None) -> Preset:
+    """The one-command path's settings for a molecule, scaled to a wall-clock budget.
+
+    MD gets :data:`MD_SHARE` of ``minutes`` (parallel tempering with :data:`MOLECULE_MD`, its
+    length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` (steps from ``speeds``,
+    300-8,000, reverse KL from half-way), sampling 20,000 configurations.
+
+    Args:
+        system: system id (or PDB path) of the molecule.
+        n_atoms: its size (sets the flow's width).
+        temperature: its temperature (kelvin): the replica ladder goes to ``min(2 T, 600 K)``.
+        minutes: the wall-clock budget.
+        speeds: measured costs (:class:`Speeds`).
+        system_section: more ``system`` entries (a PDB file's force field, solvent, temperature).
+
+    Returns:
+        A :class:`Preset` named ``"budget-<minutes>min"``.
+
+    Example:
+        >>> p = plan_molecule("peptide:ACE-PHE-NME", 32, 300.0, 30, Speeds(130.0, 0.2, 2))
+        >>> p.md["ns"], p.train["steps"]
+        (2.4, 4500)
+    """
+    if not minutes > 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
+    md = dict(MOLECULE_MD)
+    rounds = -(-md["replicas"] // max(1, speeds.workers))  # replica batches per MD step
+    ns = MD_SHARE * minutes * 60 / (speeds.md_ns_seconds * rounds)
+    md["ns"] = round(min(10.0, max(0.2, ns)), 1)
+    md["t_max"] = min(2 * temperature, 600.0)
+    frames = int(md["ns"] * 1000 / md["frame_interval_ps"])
+    n_test = min(2000, frames // 10)
+    steps = int(TRAIN_SHARE * minutes * 60 / speeds.step_seconds) // 100 * 100
+    steps = min(8000, max(300, steps))
+    model = {**MOLECULE_MODEL, "hidden": hidden_for(n_atoms), "kl_start": steps // 2}
+    return Preset(
+        name=f"budget-{minutes:g}min", system=system, md=md,
+        data={"n_data": min(frames - n_test, 100000), "n_test": n_test, **(system_section or {})},
+        train={"steps": steps, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
+        sample={"n_samples": 20000}, model=model,
+    )
+
 
 #: Presets by name.
 PRESETS: dict[str, Preset] = {p.name: p for p in (QUICK_ALDP, QUALITY_ALDP)}

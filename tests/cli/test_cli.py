@@ -120,7 +120,7 @@ def test_simulate_info_and_train_on_the_dataset(tmp_path, capsys):
         "--out", str(ds), "--no-progress",
     )
     assert code == 0, err
-    assert "10 frames" in out
+    assert "200 frames" in out  # the default frame spacing: 0.05 ps
     code, out, err = run_main(capsys, "info", str(ds))
     assert code == 0 and "aldp-vacuum" in out and "amber99sb-ildn" in out
     (tmp_path / "c.toml").write_text(

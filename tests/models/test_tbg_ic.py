@@ -193,3 +193,25 @@ def test_two_torchrun_ranks_equal_one_process(tiny_dipeptides, tmp_path):
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
     # float32 sums in another order, amplified by Adam's normalization over 4 steps: 1e-4
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-4
+
+
+def test_ring_closures_in_the_transferable_layout():
+    """New models close rings (the closing bond normalized as a bond, the ring torsions rigid);
+    a checkpoint without the layout keys restores without closures, as it was trained."""
+    from boltzflow.models.tbg_ic import DEFAULT_STD, TBGICKind, normalization_for
+
+    trp = systems.get("peptide:ACE-TRP-NME").topology
+    new = describe_molecule(trp, ic_vocabulary(), "W")
+    old = describe_molecule(trp, ic_vocabulary(), "W", ring_closures=False)
+    closing = [k for k in new.keys if k[2] == "c"]
+    assert len(closing) == 2 and not any(k[2] == "c" for k in old.keys)
+    assert int(new.circular.sum()) < int(old.circular.sum())  # ring torsions became rigid
+    # ring chemistry never seen: a closing bond takes its element pair's bond statistics
+    seen = {"b": [0.12, 0.003], "a": [1.9, 0.06], "b:C-C": [0.14, 0.0021], "b:C-N": [0.138, 0.0024]}
+    norm = normalization_for(new, seen)
+    i = new.ic.closure_indices
+    assert sorted(norm.log_scale[i].exp().tolist()) == pytest.approx([0.0021, 0.0024])
+    assert sorted(norm.shift[i].tolist()) == pytest.approx([0.138, 0.14])
+    assert DEFAULT_STD["c"] == DEFAULT_STD["b"]
+    assert TBGICKind.layout_of({}) == {"ring_closures": False, "tail_bound": None}
+    assert TBGICKind.layout_of(None)["ring_closures"] is True

@@ -71,29 +71,6 @@ def _pairwise(x: Tensor) -> Tensor:
     return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def _full_space_logdet(ic: InternalCoordinates, z: Tensor) -> Tensor:
-    """``log|det ∂x/∂(t, ω, z)|`` ``[B]`` at ``ω = 0`` of ``x = exp([ω]×) x(z) + t`` (square).
-
-    Rotation vectors ``ω`` have unit Haar density at the identity in the normalization with
-    total volume ``8π²``, so this is the Jacobian of Cartesian space factored into
-    translation × rotation × internal coordinates.
-    """
-
-    def cartesian(v: Tensor) -> Tensor:
-        t, w, q = v[:3], v[3:6], v[6:]
-        generator = torch.zeros(3, 3, dtype=v.dtype)
-        generator[0, 1], generator[0, 2], generator[1, 2] = -w[2], w[1], -w[0]
-        rotation = torch.linalg.matrix_exp(generator - generator.T)
-        return (ic.forward(q[None])[0][0] @ rotation.T + t).reshape(-1)
-
-    out = []
-    for zi in z:
-        v = torch.cat([zi.new_zeros(6), zi])
-        jac = torch.autograd.functional.jacobian(cartesian, v)
-        out.append(torch.linalg.slogdet(jac)[1])
-    return torch.stack(out)
-
-
 # -- Z-matrix ---------------------------------------------------------------------------------
 
 
@@ -208,7 +185,7 @@ def test_logdet_is_the_rigid_body_factored_jacobian(system_id, n):
     ic = _ic(system_id)
     z = _perturbed_ics(system_id, n, seed=5, torsion_noise=1.0)
     _, logdet = ic.forward(z)
-    assert torch.allclose(logdet, _full_space_logdet(ic, z), atol=1e-8)
+    assert torch.allclose(logdet, testing.rigid_factored_logdet(ic, z), atol=1e-8)
     jac = torch.stack(
         [torch.autograd.functional.jacobian(lambda v: ic.forward(v[None])[0].reshape(-1), zi)
          for zi in z]
@@ -267,7 +244,7 @@ def test_hand_written_zmatrices(rows):
     x_back, logdet = ic.forward(z)
     assert (_pairwise(x_back) - _pairwise(x)).abs().max() < 1e-12
     assert torch.allclose(ic.inverse(x_back)[0], z, atol=1e-12)
-    assert torch.allclose(logdet, _full_space_logdet(ic, z), atol=1e-10)
+    assert torch.allclose(logdet, testing.rigid_factored_logdet(ic, z), atol=1e-10)
 
 
 def test_internal_coordinates_reject_bad_shapes():

@@ -8,6 +8,7 @@ profiles are computed; the fraction of valid samples is reported.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ def evaluate_molecule(
         except ValueError:
             m["dF_phi_md"] = None
         u_model = u.detach().cpu().to(torch.float64)
+        m.update(high_energy_count(u_model, u_ref))
+        m["ring_closures"] = ring_closure_widths(system, x[report.valid], ref) or None
         angles = torch.stack([phi, psi], -1)
         ref_ang = torch.stack([ref_phi, ref_psi], -1)
         for name, lw in (("model", raw), ("reweighted", log_w)):
@@ -89,6 +92,38 @@ def evaluate_molecule(
     if out_dir is not None:
         figures = _figures(Path(out_dir), phi, psi, raw, log_w, ref_angles)
     return MolecularEvaluation(metrics=m, log_w=log_w, figures=figures)
+
+
+#: A model sample counts as high-energy above the highest MD frame's energy plus this (kT).
+HIGH_ENERGY_MARGIN = 20.0
+
+
+def high_energy_count(u_model: Tensor, u_ref: Tensor, margin: float = HIGH_ENERGY_MARGIN
+                      ) -> dict[str, Any]:
+    """How many samples lie above ``max(u_ref) + margin`` (non-finite energies included): the
+    catastrophic tail that a handful of samples make of a flow's energies."""
+    threshold = float(u_ref.max()) + margin
+    high = ~(u_model <= threshold)  # NaN counts as high
+    return {"n_high_energy": int(high.sum()), "high_energy_threshold": threshold,
+            "high_energy_margin": margin}
+
+
+def ring_closure_widths(system: MolecularSystem, x: Tensor, reference: Tensor
+                        ) -> list[dict[str, Any]]:
+    """Standard deviation of each ring's closing bond (the bond a plain Z-matrix leaves
+    implicit) in model samples ``x`` and in MD ``reference``, with their ratio."""
+    from ..transforms import build_zmatrix
+
+    zm = build_zmatrix(system.topology, ring_closures=True)
+    atoms = list(system.topology.atoms)
+    out = []
+    for i, _, k, _ in zm.rows[zm.closures].tolist():
+        sd = [float((y[:, i] - y[:, k]).norm(dim=-1).std()) if len(y) > 1 else math.nan
+              for y in (x, reference)]
+        a, b = atoms[i], atoms[k]
+        out.append({"bond": f"{a.residue.name}{a.residue.resSeq}:{a.name}-{b.name}",
+                    "model_sd": sd[0], "md_sd": sd[1], "ratio": sd[0] / sd[1]})
+    return out
 
 
 def _visits(inside: Tensor) -> int:

@@ -48,6 +48,8 @@ LABELS = {
     "max_weight": "largest normalized weight",
     "md_phi_pos_visits": "separate visits of the MD reference to φ > 0",
     "ess_tail_index": "Pareto tail index of the weights (Hill)",
+    "n_high_energy": "samples above the highest MD energy + margin (weights kept, unclipped)",
+    "high_energy_threshold": "that energy threshold (kT)",
 }
 
 
@@ -126,6 +128,12 @@ def _metrics_table(system: System, metrics: dict[str, Any]) -> list[str]:
         if key.endswith(("_stderr", "_stderr_method")) or key in HIDDEN or value is None:
             continue
         label = labels.get(key, key)
+        if key == "ring_closures":
+            for ring in value:
+                lines.append(f"| ring closure {ring['bond']}: width model / MD (nm) | "
+                             f"{ring['model_sd']:.4f} / {ring['md_sd']:.4f} "
+                             f"(ratio {ring['ratio']:.2f}) |")
+            continue
         if key == "ess_clipped":
             label += f" (largest {metrics['clip_fraction']:.2%} of weights clipped)"
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -144,7 +152,8 @@ def _metrics_table(system: System, metrics: dict[str, Any]) -> list[str]:
 FEW_VISITS = 10
 
 #: Metrics shown within another row (the ESS interval) or not at all.
-HIDDEN = ("system", "clip_fraction", "ess_low", "ess_high", "ess_level", "ess_interval_method")
+HIDDEN = ("system", "clip_fraction", "ess_low", "ess_high", "ess_level", "ess_interval_method",
+          "high_energy_margin")
 
 
 def _error_notes(metrics: dict[str, Any]) -> list[str]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from .common import FF_HELP, SOLVENT_HELP, TEMP_HELP
+
 
 def demo_cmd(
     out: Path | None = typer.Option(
@@ -15,9 +17,18 @@ def demo_cmd(
     ),
     system: str = typer.Option(
         "aldp-implicit", "--system", "-s",
-        help="aldp-implicit (MD reference + molecular Boltzmann generator) or a toy system id "
-        "(e.g. double-well: reference samples built in).",
+        help="aldp-implicit (the built-in demo), your molecule (a PDB file, peptide:SEQ, "
+        "dipeptide:XY: MD with parallel tempering, training and report planned for --minutes) or "
+        "a toy system id (e.g. double-well: reference samples built in).",
     ),
+    minutes: float | None = typer.Option(
+        None, "--minutes",
+        help="Wall-clock budget for a molecule other than the built-in demo [20]; the plan is "
+        "printed and saved, and a rerun resumes it.",
+    ),
+    forcefield: str | None = typer.Option(None, "--forcefield", help=FF_HELP),
+    solvent: str | None = typer.Option(None, "--solvent", help=SOLVENT_HELP),
+    temperature: float | None = typer.Option(None, "--temperature", help=TEMP_HELP),
     quality: bool = typer.Option(
         False, "--quality", help="Longer MD and training (boltzflow.presets.QUALITY_ALDP, about 40 min)."
     ),
@@ -30,6 +41,7 @@ def demo_cmd(
     from ..demo import run_demo
 
     run_demo(system, out, quality=quality, steps=steps, ns=ns, n_samples=n_samples,
+             minutes=minutes, forcefield=forcefield, solvent=solvent, temperature=temperature,
              progress=progress, echo=typer.echo)
 
 

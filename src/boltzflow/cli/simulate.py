@@ -15,7 +15,11 @@ def simulate_cmd(
     ns: float = typer.Option(1.0, "--ns", help="Production length in ns (at the target temperature)."),
     timestep_fs: float = typer.Option(1.0, "--timestep-fs", help="Integration time step (fs)."),
     friction_per_ps: float = typer.Option(1.0, "--friction-per-ps", help="Langevin friction (1/ps)."),
-    frame_interval_ps: float = typer.Option(1.0, "--frame-interval-ps", help="Frame spacing (ps)."),
+    frame_interval_ps: float = typer.Option(
+        0.05, "--frame-interval-ps",
+        help="Frame spacing (ps); dense frames train better flows at the same MD length "
+        "(docs/aldp.md: 0.2 ps → 0.05 ps took ESS from 10 % to 41 %).",
+    ),
     equilibration_ps: float = typer.Option(100.0, "--equilibration-ps", help="Equilibration (ps)."),
     replicas: int | None = typer.Option(
         None, "--replicas", help="Parallel tempering: number of replicas (geometric ladder)."

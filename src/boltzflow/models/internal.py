@@ -2,8 +2,10 @@
 coordinates.
 
 ``ProductBase`` (normal × uniform on the free torsions) → spline couplings (circular on the free
-torsions) → :class:`~boltzflow.transforms.ic_normalization.ICNormalization` (bonds, angles and
-rigid torsions to the data scale; free torsions only rotated) → ``InternalCoordinates`` →
+torsions) → :class:`~boltzflow.transforms.TailBound` (bonds and angles kept within
+:data:`TAIL_BOUND` standard deviations) → :class:`~boltzflow.transforms.ic_normalization.ICNormalization` (bonds, angles and
+rigid torsions to the data scale; free torsions only rotated) → ``InternalCoordinates`` (each
+ring's closing bond a coordinate) →
 Cartesian ``x: [B, n_atoms, 3]`` in nm (Noé et al., Science 2019). Trained like
 :class:`~boltzflow.models.coupling.CouplingKind`: likelihood and/or reverse KL.
 """
@@ -22,22 +24,44 @@ from ..errors import BoltzflowError
 from ..flow import Flow
 from ..systems.base import System
 from ..systems.molecule import MolecularSystem
-from ..transforms import Chain, coupling_flow
+from ..transforms import Chain, TailBound, coupling_flow
 from ..transforms.ic_normalization import fit_ic_normalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.zmatrix import build_zmatrix
 from .base import ModelKind, TrainingSet
 from .coupling import CouplingKind, LikelihoodParams
 
-__all__ = ["InternalKind", "InternalParams", "build_molecular_flow"]
+__all__ = ["TAIL_BOUND", "InternalKind", "InternalParams", "build_molecular_flow"]
+
+#: Bond lengths, closing bonds and angles stay within this many thermal standard deviations of
+#: their mean (a harmonic bond there costs 50 kT): the flow's tails end where the physics does.
+TAIL_BOUND = 10.0
+#: Checkpoint metadata of the internal-coordinate layout; absent in runs made before ring
+#: closures and tail bounds existed, which load as they were trained.
+LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND}
 
 
 @dataclass
 class InternalParams(LikelihoodParams):
     """The internal-coordinate flow's section: :class:`LikelihoodParams` (splines only: the
-    torsions need circular splines)."""
+    torsions need circular splines), and the coordinate layout.
+
+    Attributes:
+        ring_closures: each ring's closing bond is a coordinate and the ring's own torsions are
+            rigid (measured on a Trp peptide: closing-bond widths within a few per cent of MD's
+            instead of 2-3× broader, ``docs/molecules.md``).
+        tail_bound: bonds, closing bonds and angles stay within this many thermal standard
+            deviations (``0``: unbounded, linear spline tails).
+    """
 
     NAME = "internal"
+    ring_closures: bool = True
+    tail_bound: float = TAIL_BOUND
+
+    def validate(self) -> None:
+        """The likelihood checks and a non-negative bound."""
+        super().validate()
+        self.non_negative("tail_bound")
 
 
 class InternalKind(CouplingKind):
@@ -56,15 +80,32 @@ class InternalKind(CouplingKind):
                 f"model 'internal' needs a molecule; {system.id!r} is not one: use model "
                 "coupling"
             )
-        return cls(config, build_molecular_flow(system, config.params, source.data), system,
-                   source.data)
+        p = config.params
+        flow = build_molecular_flow(system, p, source.data, ring_closures=p.ring_closures,
+                                    tail_bound=p.tail_bound or None)
+        return cls(config, flow, system, source.data)
 
     @classmethod
     def restore(cls, config: RunConfig, metadata: dict[str, Any], system: System | None
                 ) -> ModelKind:
         """The same architecture, normalization from the minimized structure (the
-        checkpoint's state replaces it)."""
-        return cls.build(config, TrainingSet(system))
+        checkpoint's state replaces it); the layout the checkpoint records, whatever the
+        config says (runs from before ring closures and tail bounds have neither)."""
+        if not isinstance(system, MolecularSystem):
+            return cls.build(config, TrainingSet(system))  # raises the one-line error
+        flow = build_molecular_flow(
+            system, config.params, ring_closures=bool(metadata.get("ring_closures", False)),
+            tail_bound=metadata.get("tail_bound"))
+        return cls(config, flow, system, None)
+
+    def metadata(self) -> dict[str, Any]:
+        """The internal-coordinate layout (:data:`LAYOUT`)."""
+        return dict(self.layout)
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """Ring closures and tail bound of this flow."""
+        return getattr(self.module, "layout", LAYOUT)
 
     def describe(self) -> str:
         """Layers, widths and loss weights."""
@@ -75,7 +116,8 @@ class InternalKind(CouplingKind):
 
 
 def build_molecular_flow(
-    system: MolecularSystem, params: LikelihoodParams, data: Tensor | None = None
+    system: MolecularSystem, params: LikelihoodParams, data: Tensor | None = None, *,
+    ring_closures: bool = True, tail_bound: float | None = TAIL_BOUND,
 ) -> Flow:
     """A spline coupling flow in internal coordinates for a molecular system.
 
@@ -91,6 +133,11 @@ def build_molecular_flow(
         system: the molecule (its ``topology`` with bonds; ``positions`` without ``data``).
         params: ``n_layers``, ``hidden``, ``n_bins``, ``bound``.
         data: reference configurations ``[n, n_atoms, 3]`` (nm) to fit the normalization.
+        ring_closures: each ring's closing bond is a coordinate
+            (:func:`~boltzflow.transforms.zmatrix.zmatrix_from_graph`).
+        tail_bound: bonds, closing bonds and angles stay within this many standard deviations
+            (:class:`~boltzflow.transforms.TailBound` beyond ``params.bound``; at least twice it);
+            ``None``: no bound.
 
     Returns:
         A :class:`~boltzflow.flow.Flow` with ``event_shape = (n_atoms, 3)``; float32 buffers and
@@ -102,18 +149,24 @@ def build_molecular_flow(
         ...                             data=train_x)  # doctest: +SKIP
         >>> x, log_q = flow.sample_and_log_prob(64)  # doctest: +SKIP
     """
-    ic = InternalCoordinates(build_zmatrix(system.topology))
+    ic = InternalCoordinates(build_zmatrix(system.topology, ring_closures=ring_closures))
     if data is None:
         if system.positions is None:
             raise BoltzflowError(
                 f"system {system.id!r} has no positions; pass data to fit the normalization"
             )
         data = torch.as_tensor(system.positions).reshape(1, ic.n_atoms, 3)
-    rigid = rigid_torsions(ic, system.topology)
+    rigid = rigid_torsions(ic, system.topology, rings=ring_closures)
     circular = ic.torsion_indices[~rigid].tolist()
     couplings = coupling_flow(
         ic.dim, n_layers=params.n_layers, kind="spline", hidden=tuple(params.hidden),
         n_bins=params.n_bins, bound=params.bound, circular=circular,
     )
+    if tail_bound is not None:  # appended to the couplings: no state, old checkpoints load
+        physical = torch.cat([ic.length_indices, ic.true_angle_indices])
+        couplings.bijections.append(
+            TailBound(ic.dim, physical, inner=params.bound, outer=max(tail_bound, 2 * params.bound)))
     norm = fit_ic_normalization(ic, data, rigid).float()
-    return Flow(ProductBase(ic.dim, circular), Chain([couplings, norm, ic]), (ic.n_atoms, 3))
+    flow = Flow(ProductBase(ic.dim, circular), Chain([couplings, norm, ic]), (ic.n_atoms, 3))
+    flow.layout = {"ring_closures": ring_closures, "tail_bound": tail_bound}
+    return flow

@@ -53,6 +53,7 @@ from ..systems.encoding import (
 from ..systems.molecule import MolecularSystem
 from ..training import distributed
 from ..transforms.base import Bijection, Chain
+from ..transforms.bounds import TailBound
 from ..transforms.ic_normalization import ICNormalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.splines import circular_rational_quadratic_spline, rational_quadratic_spline
@@ -68,8 +69,11 @@ CAPS = ("ACE", "NME")
 SPINE = {"ACE": ("CH3", "C"), "NME": ("N", "C")}
 #: Coordinate columns of a row.
 BOND, ANGLE, TORSION = 0, 1, 2
-#: Spreads used for chemistry never seen and single frames (nm, rad).
-DEFAULT_STD = (0.003, 0.06, 0.1)
+#: Spreads used for chemistry never seen and single frames (nm, rad), per coordinate type:
+#: bond, angle, ring-closing bond (in a closure row's angle slot), torsion.
+DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
+#: Layout of new models (checkpoint metadata; models trained before have neither).
+LAYOUT = {"ring_closures": True, "tail_bound": 10.0}
 
 
 def ic_vocabulary() -> Vocabulary:
@@ -118,8 +122,9 @@ class TBGICParams(Section):
 # the molecule: Z-matrix, row table, chemistry keys
 
 
-def peptide_zmatrix(topology: Any) -> ZMatrix:
-    """A Z-matrix with the main chain as spine and a chemistry order for everything else."""
+def peptide_zmatrix(topology: Any, ring_closures: bool = True) -> ZMatrix:
+    """A Z-matrix with the main chain as spine and a chemistry order for everything else;
+    each ring's closing bond a coordinate (``ring_closures``)."""
     atoms = list(topology.atoms)
     spine = []
     for res in topology.residues:
@@ -133,7 +138,8 @@ def peptide_zmatrix(topology: Any) -> ZMatrix:
     bonds = [(a.index, b.index) for a, b in topology.bonds]
     hydrogen = [a.element.symbol == "H" for a in atoms]
     return zmatrix_from_graph(len(atoms), bonds, hydrogen, spine=spine,
-                              priority=[rank[i] for i in range(len(atoms))])
+                              priority=[rank[i] for i in range(len(atoms))],
+                              ring_closures=ring_closures)
 
 
 @dataclass
@@ -182,11 +188,12 @@ class Molecule:
         return torch.tensor([3 * r + c for r, c in zip(rows, cols)], dtype=torch.long)
 
 
-def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str) -> Molecule:
+def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
+                      ring_closures: bool = True) -> Molecule:
     """The :class:`Molecule` of an mdtraj topology (raises for chemistry outside the vocabulary,
     naming the atom)."""
     encoding: MoleculeEncoding = encode_topology(topology, vocabulary, label=label)
-    zmatrix = peptide_zmatrix(topology)
+    zmatrix = peptide_zmatrix(topology, ring_closures)
     ic = InternalCoordinates(zmatrix)
     rows = zmatrix.rows
     n = len(rows)
@@ -196,14 +203,16 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str) -> Mole
     entries = torch.zeros(n, 3, dtype=torch.bool)
     entries[1:, BOND], entries[2:, ANGLE], entries[3:, TORSION] = True, True, True
     circular = torch.zeros(n, 3, dtype=torch.bool)
-    circular[3:, TORSION] = ~rigid_torsions(ic, topology)
+    circular[3:, TORSION] = ~rigid_torsions(ic, topology, rings=ring_closures)
     hops = encoding.hops[rows[:, 0]][:, rows[:, 0]]
     return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1),
-                    _chemistry_keys(topology, rows))
+                    _chemistry_keys(topology, rows, zmatrix.closures))
 
 
-def _chemistry_keys(topology: Any, rows: Tensor) -> list[tuple[str, str, str]]:
-    """Per flat coordinate: ``(exact, element, type)`` keys of its normalization."""
+def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor) -> list[tuple[str, str, str]]:
+    """Per flat coordinate: ``(exact, element, type)`` keys of its normalization (type ``b``
+    bond, ``a`` angle, ``c`` ring-closing bond, ``t`` torsion; a closing bond's element key is
+    the bond's, ``b:C-N``, so unseen ring chemistry falls back to ordinary bonds)."""
     atoms = list(topology.atoms)
 
     def name(i: int) -> str:
@@ -215,6 +224,11 @@ def _chemistry_keys(topology: Any, rows: Tensor) -> list[tuple[str, str, str]]:
     for col, first, width in ((BOND, 1, 2), (ANGLE, 2, 3), (TORSION, 3, 4)):
         for r in range(first, n):
             members = [int(a) for a in rows[r, :width]]
+            if col == ANGLE and bool(closures[r]):  # closing bond i-m: falls back to bonds
+                i, m = members[0], members[2]
+                keys.append(("c:" + "-".join(name(a) for a in members),
+                             f"b:{atoms[i].element.symbol}-{atoms[m].element.symbol}", "c"))
+                continue
             kind = "bat"[col]
             keys.append((
                 f"{kind}:" + "-".join(name(a) for a in members),
@@ -260,12 +274,11 @@ def normalization_for(mol: Molecule, stats: dict[str, list[float]]) -> ICNormali
     circular = mol.flat(mol.circular[None].float())[0].bool()
     for i, keys in enumerate(mol.keys):
         mean, std = next((stats[k] for k in keys if k in stats), (None, None))
-        col = "bat".index(keys[2])
+        default = DEFAULT_STD[keys[2]]
         if mean is None:
-            mean, std = (0.0, 1.0) if col == TORSION else (float("nan"), DEFAULT_STD[col])
+            mean, std = (0.0, 1.0) if keys[2] == "t" else (float("nan"), default)
         shift[i] = mean
-        floor = DEFAULT_STD[col] / 10
-        log_scale[i] = 0.0 if circular[i] else math.log(max(std or DEFAULT_STD[col], floor))
+        log_scale[i] = 0.0 if circular[i] else math.log(max(std or default, default / 10))
     if torch.isnan(shift).any():
         raise BoltzflowError(f"{mol.label}: a bond or angle has no statistics at all; train on "
                              "data that holds its element combination")
@@ -512,10 +525,30 @@ class TBGICKind(ModelKind):
     sample_defaults = {"batch_size": 2000, "n_samples": 1000}
 
     def __init__(self, config: RunConfig, module: RowFlow, stats: dict[str, list[float]],
-                 info: dict[str, Any], peptides: list[PeptideTables] | None = None):
+                 info: dict[str, Any], peptides: list[PeptideTables] | None = None,
+                 layout: dict[str, Any] | None = None):
         super().__init__(config, module, None)
         self.stats, self.peptides = stats, peptides or []
+        self.layout = dict(LAYOUT if layout is None else layout)
         self.info.update(info)
+
+    @staticmethod
+    def layout_of(metadata: dict[str, Any] | None) -> dict[str, Any]:
+        """The layout a checkpoint's metadata records (``None``: a new model, :data:`LAYOUT`;
+        models from before ring closures and tail bounds: neither)."""
+        if metadata is None:
+            return dict(LAYOUT)
+        return {"ring_closures": bool(metadata.get("ring_closures", False)),
+                "tail_bound": metadata.get("tail_bound")}
+
+    def tail_bound(self, shape: int | tuple[int, ...], indices: Tensor | list[int]
+                   ) -> TailBound | None:
+        """The bound on lengths and angles (normalized units), or ``None`` without one."""
+        outer = self.layout.get("tail_bound")
+        if outer is None:
+            return None
+        bound = self.params.bound
+        return TailBound(shape, indices, inner=bound, outer=max(float(outer), 2 * bound))
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
@@ -526,7 +559,9 @@ class TBGICKind(ModelKind):
     def build(cls, config: RunConfig, source: TrainingSet) -> TBGICKind:
         """Statistics and tables of the ``train`` split of ``source.dataset``; a fresh flow."""
         vocabulary = ic_vocabulary()
-        raw = load_peptide_ics(source.dataset, vocabulary, config.system.max_frames)
+        layout = cls.layout_of(source.previous)
+        raw = load_peptide_ics(source.dataset, vocabulary, config.system.max_frames,
+                               ring_closures=layout["ring_closures"])
         if not raw:
             raise BoltzflowError(
                 f"the dataset {source.dataset} has no training peptides with frames; build it "
@@ -537,7 +572,7 @@ class TBGICKind(ModelKind):
             f.float())[0]).float()) for m, f in raw]
         torch.manual_seed(config.train.seed)
         info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
-        return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides)
+        return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides, layout)
 
     @classmethod
     def restore(cls, config: RunConfig, metadata: dict[str, Any], system: System | None
@@ -545,12 +580,13 @@ class TBGICKind(ModelKind):
         """The flow with the checkpoint's vocabulary and chemistry statistics."""
         vocabulary = Vocabulary.from_dict(metadata["vocabulary"])
         info = {k: metadata[k] for k in ("dataset", "train_sequences") if k in metadata}
-        return cls(config, RowFlow(config.params, vocabulary), metadata["stats"], info)
+        return cls(config, RowFlow(config.params, vocabulary), metadata["stats"], info,
+                   layout=cls.layout_of(metadata))
 
     def metadata(self) -> dict[str, Any]:
-        """Vocabulary, chemistry statistics and the training peptides."""
+        """Vocabulary, chemistry statistics, the training peptides and the layout."""
         return {**self.info, "vocabulary": self.module.vocabulary.to_dict(),
-                "stats": self.stats}
+                "stats": self.stats, **self.layout}
 
     def batch(self, step: int) -> tuple[Tensor, RowContext]:
         """This rank's padded tables of the global batch of ``step``."""
@@ -575,22 +611,30 @@ class TBGICKind(ModelKind):
         """Negative log-likelihood of the normalized coordinates per molecule (the constant
         normalization and Cartesian log-dets left out)."""
         tables, ctx = batch
+        bound = self.tail_bound((3,), [BOND, ANGLE])  # padding rows are 0: inside the bound
+        bound_logdet = 0.0
+        if bound is not None:
+            tables, bound_logdet = bound.to(tables.device).inverse(tables)
         z, logdet = self.module.inverse(tables, ctx)
-        return {"loss": -(log_prior(z, ctx) + logdet).mean()}
+        return {"loss": -(log_prior(z, ctx) + logdet + bound_logdet).mean()}
 
     def molecule(self, system: System) -> Molecule:
         """The rows of a molecule (raises one line for chemistry outside the vocabulary)."""
         if not isinstance(system, MolecularSystem):
             raise BoltzflowError(f"system {system.id!r} is not a molecule: a tbg-ic model "
                                  "samples peptides")
-        return describe_molecule(system.topology, self.module.vocabulary, system.id)
+        return describe_molecule(system.topology, self.module.vocabulary, system.id,
+                                 ring_closures=self.layout["ring_closures"])
 
     def flow_for(self, system: System) -> Flow:
         """``ProductBase → row flow (this molecule) → normalization → internal coordinates →
         x [B, N, 3]`` with exact ``log q`` and its gradient."""
         mol = self.molecule(system)
         circular = torch.nonzero(mol.flat(mol.circular[None].float())[0].bool())[:, 0]
-        chain = Chain([MoleculeFlow(self.module, mol), normalization_for(mol, self.stats), mol.ic])
+        ic = mol.ic
+        bound = self.tail_bound(ic.dim, torch.cat([ic.bond_indices, ic.angle_indices]))
+        chain = Chain([MoleculeFlow(self.module, mol), *([bound] if bound else []),
+                       normalization_for(mol, self.stats), ic])
         flow = Flow(ProductBase(mol.ic.dim, circular.tolist()), chain, (mol.n_rows, 3))
         return flow.to(self.device)
 
@@ -609,6 +653,7 @@ def pad_rows(tables: Tensor, r: int) -> Tensor:
 
 def load_peptide_ics(
     dataset: str | Path, vocabulary: Vocabulary, max_frames: int = 0, split: str = "train",
+    ring_closures: bool = True,
 ) -> list[tuple[Molecule, Tensor]]:
     """``(molecule, flat internal coordinates [F, 3R − 6])`` of every peptide of ``split``."""
     from .. import systems
@@ -621,7 +666,7 @@ def load_peptide_ics(
         if len(data) == 0:
             continue
         system = systems.get(index.entry(seq).system_id)
-        mol = describe_molecule(system.topology, vocabulary, seq)
+        mol = describe_molecule(system.topology, vocabulary, seq, ring_closures)
         x = data.positions.to(torch.float64)
         if 0 < max_frames < len(x):
             x = x[torch.linspace(0, len(x) - 1, max_frames).round().long()]

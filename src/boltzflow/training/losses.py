@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,11 +38,16 @@ def reverse_kl(
     """``E_q[u(x) + log q(x)]`` estimated from ``n_samples`` reparameterized model samples.
 
     Equals ``KL(q || p) - log Z`` so its minimum is ``-log Z``; energies are softened above
-    ``u_high`` by :func:`regularize_energy`.
+    ``u_high`` by :func:`regularize_energy`. Samples outside the flow's image (``log q = +inf``:
+    an internal-coordinate ring that cannot close) carry no density and are left out of the
+    mean.
     """
     x, log_q = model.sample_and_log_prob(n_samples)
     u = regularize_energy(energy.energy(x), u_high=u_high)
-    return (u + log_q).mean()
+    inside = log_q < math.inf
+    if inside.all():
+        return (u + log_q).mean()
+    return torch.where(inside, u + log_q, 0.0).sum() / inside.sum().clamp_min(1)
 
 
 def combined_loss(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Bijection, Chain, Inverse
+from .bounds import TailBound
 from .builders import coupling_flow, coupling_masks
 from .coupling import AffineCoupling, SplineCoupling
 from .nets import MLP
@@ -20,6 +21,7 @@ __all__ = [
     "Normalization",
     "Reshape",
     "SplineCoupling",
+    "TailBound",
     "circular_rational_quadratic_spline",
     "coupling_flow",
     "coupling_masks",

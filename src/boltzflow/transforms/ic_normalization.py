@@ -31,20 +31,47 @@ ANGLE_STD = 0.06
 RIGID_TORSION_STD = 0.1
 
 
-def rigid_torsions(ic: InternalCoordinates, topology: Any) -> Tensor:
-    """``bool[n_atoms - 3]``: which torsions are *rigid* (improper-like), per Z-matrix row.
+def rigid_torsions(ic: InternalCoordinates, topology: Any, rings: bool = False) -> Tensor:
+    """``bool[n_atoms - 3]``: which torsions are *rigid* (improper-like or in a ring), per row.
 
     A torsion ``i-j-k-l`` whose partner ``l`` is bonded to ``j`` (a sibling of ``i``, see
     :func:`~boltzflow.transforms.zmatrix.zmatrix_from_graph`) places ``i`` relative to another
     substituent of the same atom: the second and third methyl hydrogens (±120°), Cβ and Hα
     against N-Cα-C (the chirality), a carbonyl O or an amide H (planarity). These vary by a few
     degrees (0.08-0.20 rad on alanine dipeptide MD) and are modelled as Euclidean coordinates.
+    With ``rings``, a proper torsion about a bond that lies in a ring (a proline or aromatic
+    ring's own torsions) is rigid too: the ring keeps it within a few degrees of its mean, and
+    a circular (uniform-prior) torsion there would break the ring.
     The others are proper torsions about a bond (φ, ψ, ω, χ, methyl rotors): they stay circular.
     The rule reads only the bond graph, so a flow built without data has the same architecture.
     """
-    bonded = {frozenset((a.index, b.index)) for a, b in topology.bonds}
+    pairs = [(a.index, b.index) for a, b in topology.bonds]
+    bonded = {frozenset(p) for p in pairs}
+    in_ring = _ring_bonds(pairs) if rings else set()
     rows = ic.zmatrix.internal.tolist()
-    return torch.tensor([frozenset((j, t)) in bonded for _, j, _, t in rows], dtype=torch.bool)
+    return torch.tensor([frozenset((j, t)) in bonded or frozenset((j, k)) in in_ring
+                         for _, j, k, t in rows], dtype=torch.bool)
+
+
+def _ring_bonds(pairs: list[tuple[int, int]]) -> set[frozenset[int]]:
+    """The bonds that lie on a cycle of the bond graph (their ends stay connected without
+    them)."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b in pairs:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    out = set()
+    for a, b in pairs:
+        seen, stack = {a}, [a]
+        while stack and b not in seen:
+            u = stack.pop()
+            for v in neighbours[u]:
+                if v not in seen and {u, v} != {a, b}:
+                    seen.add(v)
+                    stack.append(v)
+        if b in seen:
+            out.add(frozenset((a, b)))
+    return out
 
 
 def _wrap(angle: Tensor) -> Tensor:
@@ -130,6 +157,7 @@ def fit_ic_normalization(
         log_scale = torch.zeros(ic.dim, dtype=torch.float64)
         log_scale[ic.bond_indices] = math.log(BOND_STD)
         log_scale[ic.angle_indices] = math.log(ANGLE_STD)
+        log_scale[ic.closure_indices] = math.log(BOND_STD)
         log_scale[torsions] = math.log(RIGID_TORSION_STD)
     log_scale[torsions[~rigid]] = 0.0
     norm = ICNormalization(ic.dim, torsions)

@@ -6,6 +6,9 @@ Layout of the flat vector ``[B, D]``, ``D = 3 n_atoms - 6`` (``n = n_atoms``)::
 
 Bonds and angles start with the frame's: ``bonds[0] = |a1 - a0|``, ``bonds[1] = |a2 - j|``,
 ``angles[0] = ∠ a2-j-k`` (``(j, k)`` = ``(a0, a1)`` from :func:`build_zmatrix`); then one bond, angle and torsion per remaining atom in Z-matrix order.
+A ring-closure row ``(i, j, m, k)`` (:class:`~boltzflow.transforms.zmatrix.ZMatrix`) holds the
+closing bond ``|x_i - x_m|`` (nm) in its angle slot and the dihedral ``i-j-m-k`` in its torsion
+slot (:attr:`InternalCoordinates.closure_indices`).
 Units: nm and radians; angles in ``(0, π)``, torsions in ``(-π, π]`` (IUPAC sign).
 See ``docs/internal_coordinates.md`` for the conventions and the Jacobian.
 """
@@ -32,7 +35,8 @@ class ICs:
 
     Attributes:
         bonds: ``[B, n_atoms - 1]`` bond lengths (nm); the frame's two first.
-        angles: ``[B, n_atoms - 2]`` bond angles (rad) in ``(0, π)``; the frame's first.
+        angles: ``[B, n_atoms - 2]`` bond angles (rad) in ``(0, π)``; the frame's first; a
+            ring-closure row's slot holds its closing bond (nm).
         torsions: ``[B, n_atoms - 3]`` dihedrals (rad) in ``(-π, π]``.
     """
 
@@ -114,8 +118,17 @@ class InternalCoordinates(Bijection):
     ``½ log det(JᵀJ)`` of the canonical-frame embedding: the two differ by
     ``log(b₀² b₁ sin θ₀)`` of the frame coordinates (see ``docs/internal_coordinates.md``).
 
-    The map is bijective for ``b > 0`` and ``0 < θ < π``; the log-det uses ``|b|`` and
-    ``|sin θ|`` so that a stray sample outside that range cannot produce NaN.
+    A ring-closure row ``(i, j, m, k)`` places ``i`` from its bonds ``b = |x_i - x_j|`` and
+    ``c = |x_i - x_m|`` and the dihedral about the chord ``j-m`` of length ``d``: it is the
+    ordinary row ``(i, j, m, k)`` with ``cos θ = (b² + d² - c²) / (2 b d)``, and its volume
+    element ``b² sin θ db dθ`` becomes ``(b c / d) db dc``, so the row contributes
+    ``log b + log c - log d`` instead of ``2 log b + log sin θ``.
+
+    The map is bijective for ``b > 0`` and ``0 < θ < π`` (closures: ``|b - c| < d < b + c``); the
+    log-det uses ``|b|`` and ``|sin θ|`` so that a stray sample outside that range cannot produce
+    NaN. A closure sample outside its triangle inequality has no preimage: ``forward`` places it
+    on the chord's plane and returns ``logdet = -inf`` (so ``log_q = +inf`` and its importance
+    weight is 0).
 
     Args:
         zmatrix: the molecule's :class:`~boltzflow.transforms.zmatrix.ZMatrix`.
@@ -137,6 +150,7 @@ class InternalCoordinates(Bijection):
         # Frame bond (a2 -> j2) and angle (a2-j2-k2) partners of the plane atom.
         self.register_buffer("frame_refs", rows[2, 1:3].clone(), persistent=False)
         self.register_buffer("rows", rows[3:].clone(), persistent=False)
+        self.register_buffer("closing", zmatrix.closures[3:].clone(), persistent=False)
         # Rows grouped by generation: all references of a generation are placed earlier, so
         # one generation is placed in a single batched NeRF step (depth ≪ n_atoms).
         generation = {int(a): 0 for a in rows[:3, 0]}
@@ -167,6 +181,22 @@ class InternalCoordinates(Bijection):
         """Positions ``[n_atoms - 3]`` of the (periodic) torsions in the flat vector."""
         return torch.arange(2 * self.n_atoms - 3, self.dim)
 
+    @property
+    def closure_indices(self) -> Tensor:
+        """Positions in the flat vector of the ring-closure rows' closing bonds (nm), which
+        take those rows' angle slots."""
+        return self.angle_indices[1:][self.closing.cpu()]
+
+    @property
+    def length_indices(self) -> Tensor:
+        """Positions of every length (bonds and closing bonds), sorted."""
+        return torch.cat([self.bond_indices, self.closure_indices]).sort().values
+
+    @property
+    def true_angle_indices(self) -> Tensor:
+        """Positions of the angles proper (the angle slots that are not closing bonds)."""
+        return torch.cat([self.angle_indices[:1], self.angle_indices[1:][~self.closing.cpu()]])
+
     def split(self, z: Tensor) -> ICs:
         """View the flat vector ``z: [B, 3 n_atoms - 6]`` as :class:`ICs`."""
         self._check_flat(z)
@@ -180,10 +210,29 @@ class InternalCoordinates(Bijection):
 
     # -- maps --------------------------------------------------------------------------------
 
-    def log_jacobian(self, z: Tensor) -> Tensor:
-        """``2 Σ log b + Σ log sin θ`` ``[B]`` of the flat vector ``z`` (the forward logdet)."""
+    def log_jacobian(self, z: Tensor, chords: Tensor | None = None) -> Tensor:
+        """The forward logdet ``[B]`` of the flat vector ``z``: ``2 Σ log b + Σ log sin θ``,
+        closure rows ``log b + log c - log d``.
+
+        Args:
+            z: flat internal coordinates ``[B, 3 n_atoms - 6]``.
+            chords: ``[B, n_closures]`` chord lengths ``d = |x_j - x_m|`` of the closure rows
+                (needed when the Z-matrix has any).
+        """
         ics = self.split(z)
-        return 2 * ics.bonds.abs().log().sum(-1) + ics.angles.sin().abs().log().sum(-1)
+        b, slot = ics.bonds[:, 2:].abs(), ics.angles[:, 1:]
+        rows = 2 * b.log() + slot.sin().abs().log()
+        if chords is not None and chords.shape[1]:
+            c, closing = slot[:, self.closing].abs(), b[:, self.closing]
+            rows = rows.masked_scatter(
+                self.closing.expand_as(rows), closing.log() + c.log() - chords.log())
+        frame = 2 * ics.bonds[:, :2].abs().log().sum(-1) + ics.angles[:, 0].sin().abs().log()
+        return frame + rows.sum(-1)
+
+    def _chords(self, x: Tensor) -> Tensor:
+        """``[B, n_closures]`` chord lengths ``|x_j - x_m|`` of the closure rows."""
+        _, j, m, _ = self.rows[self.closing].unbind(-1)
+        return (x[:, j] - x[:, m]).norm(dim=-1)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Internal ``z: [B, 3n - 6]`` -> Cartesian ``x: [B, n, 3]`` (canonical frame), logdet."""
@@ -200,14 +249,23 @@ class InternalCoordinates(Bijection):
         x = z.new_zeros(batch, self.n_atoms, 3)
         x = x.index_copy(1, self.frame, torch.stack([x.new_zeros(batch, 3), x_a1, x_a2], 1))
         bonds, angles, torsions = ics.bonds[:, 2:], ics.angles[:, 1:], ics.torsions
+        feasible = torch.ones(batch, dtype=torch.bool, device=z.device)
         for g in range(self._n_generations):
             index = getattr(self, f"_generation_{g}")
             atoms, j, k, t = self.rows[index].unbind(-1)
-            placed = place_atom(
-                x[:, j], x[:, k], x[:, t], bonds[:, index], angles[:, index], torsions[:, index]
-            )
+            angle = angles[:, index]
+            closing = self.closing[index]
+            if closing.any():  # closing bond c -> the angle at j: c² = b² + d² - 2 b d cos θ
+                b, c = bonds[:, index], angle
+                d = (x[:, j] - x[:, k]).norm(dim=-1)
+                cos = (b * b + d * d - c * c) / (2 * b * d).clamp_min(_EPS)
+                feasible &= ((cos.abs() < 1) | ~closing).all(-1)
+                theta = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+                angle = torch.where(closing, theta, angle)
+            placed = place_atom(x[:, j], x[:, k], x[:, t], bonds[:, index], angle, torsions[:, index])
             x = x.index_copy(1, atoms, placed)
-        return x, self.log_jacobian(z)
+        logdet = self.log_jacobian(z, self._chords(x))
+        return x, torch.where(feasible, logdet, -math.inf)
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Cartesian ``x: [B, n, 3]`` (any pose) -> internal ``z: [B, 3n - 6]``, logdet."""
@@ -223,11 +281,10 @@ class InternalCoordinates(Bijection):
             [(a1 - a0).norm(dim=-1, keepdim=True), (a2 - x_j2).norm(dim=-1, keepdim=True),
              (x_i - x_j).norm(dim=-1)], -1,
         )  # fmt: skip
-        angles = torch.cat(
-            [bond_angle(a2, x_j2, x_k2).unsqueeze(-1), bond_angle(x_i, x_j, x_k)], -1
-        )
+        slot = torch.where(self.closing, (x_i - x_k).norm(dim=-1), bond_angle(x_i, x_j, x_k))
+        angles = torch.cat([bond_angle(a2, x_j2, x_k2).unsqueeze(-1), slot], -1)
         z = ICs(bonds, angles, dihedral(x_i, x_j, x_k, x_t)).flat()
-        return z, -self.log_jacobian(z)
+        return z, -self.log_jacobian(z, self._chords(x))
 
     def _check_flat(self, z: Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.dim:

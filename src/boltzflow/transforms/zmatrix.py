@@ -3,7 +3,9 @@
 A Z-matrix lists every atom once, in placement order, with up to three reference atoms placed
 before it: the **bond partner** ``j`` (distance ``|x_i - x_j|``), the **angle partner** ``k``
 (angle ``∠ i-j-k`` at ``j``) and the **torsion partner** ``l`` (dihedral ``i-j-k-l``). The first
-three atoms form the global frame and have fewer references. See ``docs/internal_coordinates.md``.
+three atoms form the global frame and have fewer references. A **ring-closure row** (an atom
+bonded to two atoms placed before it) replaces its angle by the ring's closing bond: see
+:class:`ZMatrix`. See ``docs/internal_coordinates.md``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class ZMatrix:
             has no such reference. Row 0 is the origin atom ``(a0, -1, -1, -1)``, row 1 the
             x-axis atom ``(a1, a0, -1, -1)``, row 2 the plane atom ``(a2, j, k, -1)`` with
             ``{j, k} = {a0, a1}``; rows 3… have all three references, each placed earlier.
+        closures: ``bool[n_atoms]``, ``True`` for a **ring-closure row** ``(i, j, m, k)``: atom
+            ``i`` bonded to both ``j`` and ``m``, placed by its two bond lengths ``|x_i - x_j|``,
+            ``|x_i - x_m|`` (the ring's closing bond, otherwise implicit) and the dihedral
+            ``i-j-m-k`` about the ``j-m`` chord. Default: no closures.
 
     Example:
         >>> zm = build_zmatrix(system.topology)  # doctest: +SKIP
@@ -38,11 +44,20 @@ class ZMatrix:
     """
 
     rows: Tensor
+    closures: Tensor | None = None
 
     def __post_init__(self) -> None:
         rows = torch.as_tensor(self.rows, dtype=torch.long)
         object.__setattr__(self, "rows", rows)
         _validate(rows)
+        closures = (torch.zeros(len(rows), dtype=torch.bool) if self.closures is None
+                    else torch.as_tensor(self.closures, dtype=torch.bool))
+        if closures.shape != (len(rows),) or closures[:3].any():
+            raise ValueError(
+                f"closures must be bool[{len(rows)}] and False on the 3 frame rows, got "
+                f"{closures.tolist()}"
+            )
+        object.__setattr__(self, "closures", closures)
 
     @property
     def n_atoms(self) -> int:
@@ -96,10 +111,10 @@ def _validate(rows: Tensor) -> None:
         )
 
 
-def build_zmatrix(topology: mdtraj.Topology) -> ZMatrix:
+def build_zmatrix(topology: mdtraj.Topology, *, ring_closures: bool = False) -> ZMatrix:
     """A Z-matrix for the molecule of an mdtraj ``Topology`` (uses its bonds and elements).
 
-    See :func:`zmatrix_from_graph` for the construction.
+    See :func:`zmatrix_from_graph` for the construction (and ``ring_closures``).
 
     Raises:
         TypeError: ``topology`` is not an mdtraj ``Topology``.
@@ -113,7 +128,7 @@ def build_zmatrix(topology: mdtraj.Topology) -> ZMatrix:
         )
     bonds = [(a.index, b.index) for a, b in topology.bonds]
     hydrogen = [a.element is not None and a.element.symbol == "H" for a in topology.atoms]
-    return zmatrix_from_graph(topology.n_atoms, bonds, hydrogen)
+    return zmatrix_from_graph(topology.n_atoms, bonds, hydrogen, ring_closures=ring_closures)
 
 
 def zmatrix_from_graph(
@@ -123,6 +138,7 @@ def zmatrix_from_graph(
     *,
     spine: Sequence[int] | None = None,
     priority: Sequence[int] | None = None,
+    ring_closures: bool = False,
 ) -> ZMatrix:
     """A deterministic Z-matrix from a bond graph.
 
@@ -152,6 +168,7 @@ def zmatrix_from_graph(
         priority: ``[n_atoms]`` ranks that order the breadth-first search and break ties
             (default: the atom index), so that the same chemistry gets the same references in
             every molecule.
+        ring_closures: make each ring's closing bond a coordinate (closure rows).
 
     Returns:
         The :class:`ZMatrix`.
@@ -217,6 +234,7 @@ def zmatrix_from_graph(
 
     rank = {atom: position for position, atom in enumerate(order)}
     rows = [[a0, -1, -1, -1], [a1, a0, -1, -1], [a2, a0, a1, -1]]
+    closures = [False, False, False]
     for i in order[3:]:
 
         def before(atoms: Iterable[int], i: int = i) -> list[int]:
@@ -234,8 +252,14 @@ def zmatrix_from_graph(
             torsion = min(across, key=rank.__getitem__)
         else:  # not reached for a tree grown from the frame; kept for odd graphs
             torsion = min((a for a in before(order) if a not in (j, k)), key=rank.__getitem__)
-        rows.append([i, j, k, torsion])
-    return ZMatrix(torch.tensor(rows, dtype=torch.long))
+        closing = [a for a in before(adjacency[i]) if a not in (j, k)] if ring_closures else []
+        if closing:  # i closes a ring through m: (i, j, m, k) with the dihedral about j-m
+            m = min(closing, key=rank.__getitem__)
+            rows.append([i, j, m, k])
+        else:
+            rows.append([i, j, k, torsion])
+        closures.append(bool(closing))
+    return ZMatrix(torch.tensor(rows, dtype=torch.long), torch.tensor(closures))
 
 
 def _check_spine(spine: Sequence[int], neighbours: list[set[int]]) -> list[int]:

@@ -1,0 +1,110 @@
+"""The one-command path (``boltzflow demo --system MOLECULE --minutes M``) on alanine dipeptide
+and capped peptides with proline and aromatic rings: one table of what a user gets.
+
+    python bench/molecules.py                        # the default four, 25-30 min each
+    python bench/molecules.py --system peptide:ACE-PRO-PHE-NME --minutes 25
+    python bench/molecules.py --table                # the table of what has run so far
+
+Each molecule runs into ``OUT/<slug>`` with :func:`boltzflow.demo.run_molecule` (plan from
+measured speeds, parallel-tempering MD, training, 20,000 samples, report); rerunning resumes
+it. Columns: ESS (unclipped Kish, fraction and count), ESS clipped, valid fraction, the ring
+closing bonds' widths (model / MD), energy and torsion W2 (raw model vs MD), ΔF(φ) reweighted
+vs MD, high-energy samples, wall time. The table goes to stdout and ``OUT/molecules.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from boltzflow import runs
+from boltzflow.demo import run_molecule
+from boltzflow.threads import set_threads
+
+#: (system, minutes): alanine dipeptide and three capped peptides with Pro, Phe, Trp, Tyr.
+MOLECULES = (
+    ("peptide:ACE-PRO-PHE-NME", 25.0),
+    ("peptide:ACE-TRP-GLY-NME", 25.0),
+    ("peptide:ACE-ALA-TYR-NME", 25.0),
+    ("aldp-implicit", 30.0),
+)
+
+
+def run_one(system: str, minutes: float, out: Path) -> dict:
+    """Run (or resume) one molecule; its metrics with the wall time and plan."""
+    where = out / runs.slug(system)
+    t0 = time.perf_counter()
+    run_molecule(system, where, minutes=minutes, progress=False)
+    wall_path = where / "bench_wall.json"
+    wall = json.loads(wall_path.read_text()) if wall_path.exists() else {"seconds": 0.0}
+    wall["seconds"] += time.perf_counter() - t0  # resumed runs add up their sessions
+    wall_path.write_text(json.dumps(wall))
+    return collect(where)
+
+
+def collect(where: Path) -> dict:
+    """Metrics, plan and wall time of a molecule's run directory."""
+    m = json.loads((where / "metrics.json").read_text())
+    plan = json.loads((where / "plan.json").read_text())
+    wall = where / "bench_wall.json"
+    m["wall_seconds"] = json.loads(wall.read_text())["seconds"] if wall.exists() else None
+    m["plan"] = plan
+    return m
+
+
+def _f(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def table(results: dict[str, dict]) -> str:
+    """The Markdown table."""
+    head = ("| molecule | atoms | budget | MD ns | steps | ESS | ESS n | ESS clipped | valid | "
+            "ring closures: width model / MD (nm) | E-W2 (kT) | T-W2 (rad) | ΔF(φ) rew. / MD (kT) | "
+            "high-energy | wall (min) |")
+    lines = [head, "|" + "---|" * 15]
+    for system, m in results.items():
+        rings = "; ".join(f"{r['bond']} {r['model_sd']:.4f} / {r['md_sd']:.4f} ({r['ratio']:.2f})"
+                          for r in m.get("ring_closures") or []) or "–"
+        p = m["plan"]["preset"]
+        df = (f"{_f(m.get('dF_phi_reweighted'), '.2f')} / {_f(m.get('dF_phi_md'), '.2f')}")
+        wall = m.get("wall_seconds")
+        lines.append(
+            f"| {system} | {m['plan'].get('n_atoms', '–')} | {m['plan']['minutes']:g} min | "
+            f"{p['md']['ns']:g} | {p['train']['steps']} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
+            f"{m['ess_clipped']:.1%} | {m['fraction_valid']:.2%} | {rings} | "
+            f"{_f(m.get('energy_w2_model'), '.3g')} | {_f(m.get('torus_w2_model'), '.3g')} | {df} | "
+            f"{m.get('n_high_energy', '–')} | {_f(None if wall is None else wall / 60, '.1f')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", action="append", help="molecule(s) to run (default: all)")
+    parser.add_argument("--minutes", type=float, help="budget per molecule (default: table)")
+    parser.add_argument("--out", default="runs/bench-molecules")
+    parser.add_argument("--table", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    set_threads(1)
+    out = Path(args.out)
+    chosen = [(s, args.minutes or dict(MOLECULES).get(s, 25.0)) for s in args.system] \
+        if args.system else list(MOLECULES)
+    results = {}
+    for system, minutes in chosen:
+        where = out / runs.slug(system)
+        if args.table:
+            if (where / "metrics.json").exists():
+                results[system] = collect(where)
+            continue
+        results[system] = run_one(system, minutes, out)
+        text = table(results)
+        print(text, flush=True)
+    text = table(results)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "molecules.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""``boltzflow demo --system MOLECULE``: a user's molecule in one command (plan, MD with
+parallel tempering, training, sampling, report), resumable, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+from cli_util import run_main
+
+import boltzflow as bf
+from boltzflow.presets import Speeds, plan_molecule
+
+
+def _write_pdb(system_id: str, path) -> None:
+    system = bf.systems.get(system_id)
+    with open(path, "w") as f:
+        app.PDBFile.writeFile(system.openmm_topology, system.positions.numpy() * unit.nanometer, f)
+
+
+def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
+    """A PDB of Ace-Pro-Nme: plan printed and saved, report with the ring's closing bond and
+    the high-energy count; a rerun resumes without redoing MD or training."""
+    pdb = tmp_path / "pro.pdb"
+    _write_pdb("peptide:ACE-PRO-NME", pdb)
+    out = tmp_path / "run"
+    args = ("demo", "--system", str(pdb), "--temperature", "300", "--minutes", "2",
+            "--ns", "0.005", "--steps", "20", "--n-samples", "200", "--out", str(out),
+            "--no-progress")
+    code, text, err = run_main(capsys, *args)
+    assert code == 0, err
+    assert "plan:" in text and "s per training step" in text and "ring closure PRO2:" in text
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
+    assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == 200 and 0 <= metrics["n_high_energy"] <= 200
+    (ring,) = metrics["ring_closures"]
+    assert ring["bond"].startswith("PRO2:") and ring["md_sd"] > 0 and ring["model_sd"] > 0
+    for name in ("md/provenance.json", "checkpoint.pt", "report.md", "report.html"):
+        assert (out / name).exists(), name
+    assert "ring closure PRO2:" in (out / "report.md").read_text()
+    stamps = {n: (out / n).stat().st_mtime_ns for n in ("md/provenance.json", "checkpoint.pt")}
+    code, text, err = run_main(capsys, *args)
+    assert code == 0, err
+    assert "resuming" in text and "measuring" not in text
+    assert stamps == {n: (out / n).stat().st_mtime_ns for n in stamps}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(lambda t: "", "no ATOM/HETATM records"),
+     (lambda t: t.replace("PRO", "XYZ"), "residue XYZ 2 .*not supported")],
+)
+def test_bad_pdb_or_unknown_residue_is_one_line(tmp_path, capsys, edit, message):
+    import re
+
+    pdb = tmp_path / "pro.pdb"
+    _write_pdb("peptide:ACE-PRO-NME", pdb)
+    pdb.write_text(edit(pdb.read_text()))
+    code, _, err = run_main(capsys, "demo", "--system", str(pdb), "--out", str(tmp_path / "o"))
+    assert code == 2 and re.search(message, err), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_options_that_do_not_apply_are_one_line(capsys, tmp_path):
+    code, _, err = run_main(capsys, "demo", "--system", "double-well", "--minutes", "5")
+    assert code == 2 and "--minutes" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_main(capsys, "demo", "--system", "peptide:ACE-PRO-NME", "--quality")
+    assert code == 2 and "--quality" in err
+
+
+def test_plan_scales_with_the_budget_and_the_measured_speeds():
+    fast = plan_molecule("m.pdb", 40, 300.0, 30, Speeds(100.0, 0.3, 2))
+    slow = plan_molecule("m.pdb", 40, 300.0, 30, Speeds(200.0, 0.6, 2))
+    long = plan_molecule("m.pdb", 40, 300.0, 60, Speeds(100.0, 0.3, 2))
+    assert slow.md["ns"] < fast.md["ns"] < long.md["ns"]
+    assert slow.train["steps"] < fast.train["steps"] <= long.train["steps"]
+    assert fast.model["kl_start"] == fast.train["steps"] // 2
+    # MD ~35 % and training ~50 % of the budget at the measured speeds
+    md_s = fast.md["ns"] * 100.0 * 2  # 4 replicas on 2 workers
+    assert 0.25 * 1800 < md_s <= 0.36 * 1800
+    assert 0.45 * 1800 < fast.train["steps"] * 0.3 <= 0.5 * 1800
+    cold = plan_molecule("m.pdb", 40, 310.0, 30, Speeds(100.0, 0.1, 2),
+                         {"forcefield": "amber14", "temperature": 310.0})
+    assert cold.md["t_max"] == 600 and cold.data["temperature"] == 310.0
+    with pytest.raises(ValueError, match="minutes"):
+        plan_molecule("m.pdb", 40, 300.0, 0, Speeds(100.0, 0.1, 2))
