@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-FF_HELP = "Force field for a PDB system: amber14 or amber99sb-ildn [amber14]."
-SOLVENT_HELP = "Solvent model for a PDB system: vacuum, obc1 or obc2 [obc2]."
+FF_HELP = "Force field for a PDB system: amber14 (default) or amber99sb-ildn."
+SOLVENT_HELP = "Solvent model for a PDB system: vacuum, obc1 or obc2 (default)."
 TEMP_HELP = "Temperature in kelvin for a PDB system [300]."
 DEBUG_HELP = "Show full tracebacks (also accepted before the command: boltzflow --debug ...)."
 SOLVER_HELP = "Sampling integrator of a CNF/tbg model: rk4, dopri5 or gauss-legendre [the run's]."
