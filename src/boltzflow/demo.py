@@ -291,7 +291,7 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     from .md.simulate import replica_workers
     from .models import config_with, get_kind
     from .models.base import TrainingSet
-    from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, hidden_for
+    from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, flow_for_size
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -299,7 +299,7 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
                            frame_interval_ps=MOLECULE_MD["frame_interval_ps"], progress=False)
         md_ns_seconds = (time.perf_counter() - t0) / (probe_ns + 0.001)
         frames = dataset.positions.float()
-    model_section = {**MOLECULE_MODEL, "hidden": hidden_for(system.n_atoms), "kl_start": 0}
+    model_section = {**MOLECULE_MODEL, **flow_for_size(system.n_atoms), "kl_start": 0}
     probe = config_with(config.to_dict(), {f"internal.{k}": v for k, v in model_section.items()})
     model = get_kind("internal").build(probe, TrainingSet(system=system, data=frames))
     model.to(torch.device("cpu"), torch.float32)
