@@ -133,7 +133,8 @@ class Speeds:
 
     Attributes:
         md_ns_seconds: wall seconds per ns of MD of one replica (OpenMM Reference).
-        step_seconds: wall seconds per training step with the reverse KL on (the dearer phase).
+        step_seconds: wall seconds per training step, averaged over the two phases
+            (likelihood only, then with the reverse KL: half the steps each).
         workers: processes the MD replicas run in at once.
     """
 
