@@ -213,5 +213,22 @@ def test_ring_closures_in_the_transferable_layout():
     assert sorted(norm.log_scale[i].exp().tolist()) == pytest.approx([0.0021, 0.0024])
     assert sorted(norm.shift[i].tolist()) == pytest.approx([0.138, 0.14])
     assert DEFAULT_STD["c"] == DEFAULT_STD["b"]
-    assert TBGICKind.layout_of({}) == {"ring_closures": False, "tail_bound": None}
+    assert TBGICKind.layout_of({}) == {"ring_closures": False, "tail_bound": None,
+                                       "hydrogen_names": False}
     assert TBGICKind.layout_of(None)["ring_closures"] is True
+
+
+def test_methylene_hydrogens_get_their_own_normalization():
+    """HB2 and HB3 of Asn: one pooled key (a bimodal ±120° torsion) without hydrogen names, two
+    narrow ones with them."""
+    top = systems.get("dipeptide:NA").topology
+    names = [a.name for a in top.atoms]
+
+    def keys(hydrogen_names: bool) -> set[str]:
+        mol = describe_molecule(top, ic_vocabulary(), "NA", hydrogen_names=hydrogen_names)
+        rows = mol.ic.zmatrix.rows.tolist()
+        torsion_keys = mol.keys[2 * mol.n_rows - 3:]
+        return {torsion_keys[r - 3][0] for r, row in enumerate(rows)
+                if r >= 3 and names[row[0]] in ("HB2", "HB3") and top.atom(row[0]).residue.name == "ASN"}
+
+    assert len(keys(False)) == 1 and len(keys(True)) == 2

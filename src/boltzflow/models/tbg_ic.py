@@ -73,7 +73,7 @@ BOND, ANGLE, TORSION = 0, 1, 2
 #: bond, angle, ring-closing bond (in a closure row's angle slot), torsion.
 DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
 #: Layout of new models (checkpoint metadata; models trained before have neither).
-LAYOUT = {"ring_closures": True, "tail_bound": 10.0}
+LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True}
 
 
 def ic_vocabulary() -> Vocabulary:
@@ -189,9 +189,9 @@ class Molecule:
 
 
 def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
-                      ring_closures: bool = True) -> Molecule:
+                      ring_closures: bool = True, hydrogen_names: bool = True) -> Molecule:
     """The :class:`Molecule` of an mdtraj topology (raises for chemistry outside the vocabulary,
-    naming the atom)."""
+    naming the atom); ``ring_closures`` and ``hydrogen_names`` as in :data:`LAYOUT`."""
     encoding: MoleculeEncoding = encode_topology(topology, vocabulary, label=label)
     zmatrix = peptide_zmatrix(topology, ring_closures)
     ic = InternalCoordinates(zmatrix)
@@ -206,18 +206,24 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
     circular[3:, TORSION] = ~rigid_torsions(ic, topology, rings=ring_closures)
     hops = encoding.hops[rows[:, 0]][:, rows[:, 0]]
     return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1),
-                    _chemistry_keys(topology, rows, zmatrix.closures))
+                    _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names))
 
 
-def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor) -> list[tuple[str, str, str]]:
+def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor, hydrogen_names: bool = True
+                    ) -> list[tuple[str, str, str]]:
     """Per flat coordinate: ``(exact, element, type)`` keys of its normalization (type ``b``
     bond, ``a`` angle, ``c`` ring-closing bond, ``t`` torsion; a closing bond's element key is
-    the bond's, ``b:C-N``, so unseen ring chemistry falls back to ordinary bonds)."""
+    the bond's, ``b:C-N``, so unseen ring chemistry falls back to ordinary bonds). With
+    ``hydrogen_names`` the exact keys name hydrogens (``ASN:HB2``, ``ASN:HB3``): pooled as
+    ``ASN:H``, the two methylene hydrogens' torsions (+120° and −120° from the same partner) made
+    one bimodal key with a 1 rad spread, and the flow put the two hydrogens onto each other."""
     atoms = list(topology.atoms)
 
     def name(i: int) -> str:
         a = atoms[i]
-        return f"{a.residue.name}:{a.name}" if a.element.symbol != "H" else f"{a.residue.name}:H"
+        if a.element.symbol != "H" or hydrogen_names:
+            return f"{a.residue.name}:{a.name}"
+        return f"{a.residue.name}:H"
 
     keys = []
     n = len(rows)
@@ -539,7 +545,8 @@ class TBGICKind(ModelKind):
         if metadata is None:
             return dict(LAYOUT)
         return {"ring_closures": bool(metadata.get("ring_closures", False)),
-                "tail_bound": metadata.get("tail_bound")}
+                "tail_bound": metadata.get("tail_bound"),
+                "hydrogen_names": bool(metadata.get("hydrogen_names", False))}
 
     def tail_bound(self, shape: int | tuple[int, ...], indices: Tensor | list[int]
                    ) -> TailBound | None:
@@ -561,7 +568,8 @@ class TBGICKind(ModelKind):
         vocabulary = ic_vocabulary()
         layout = cls.layout_of(source.previous)
         raw = load_peptide_ics(source.dataset, vocabulary, config.system.max_frames,
-                               ring_closures=layout["ring_closures"])
+                               ring_closures=layout["ring_closures"],
+                               hydrogen_names=layout["hydrogen_names"])
         if not raw:
             raise BoltzflowError(
                 f"the dataset {source.dataset} has no training peptides with frames; build it "
@@ -624,7 +632,8 @@ class TBGICKind(ModelKind):
             raise BoltzflowError(f"system {system.id!r} is not a molecule: a tbg-ic model "
                                  "samples peptides")
         return describe_molecule(system.topology, self.module.vocabulary, system.id,
-                                 ring_closures=self.layout["ring_closures"])
+                                 ring_closures=self.layout["ring_closures"],
+                                 hydrogen_names=self.layout.get("hydrogen_names", False))
 
     def flow_for(self, system: System) -> Flow:
         """``ProductBase → row flow (this molecule) → normalization → internal coordinates →
@@ -653,7 +662,7 @@ def pad_rows(tables: Tensor, r: int) -> Tensor:
 
 def load_peptide_ics(
     dataset: str | Path, vocabulary: Vocabulary, max_frames: int = 0, split: str = "train",
-    ring_closures: bool = True,
+    ring_closures: bool = True, hydrogen_names: bool = True,
 ) -> list[tuple[Molecule, Tensor]]:
     """``(molecule, flat internal coordinates [F, 3R − 6])`` of every peptide of ``split``."""
     from .. import systems
@@ -666,7 +675,7 @@ def load_peptide_ics(
         if len(data) == 0:
             continue
         system = systems.get(index.entry(seq).system_id)
-        mol = describe_molecule(system.topology, vocabulary, seq, ring_closures)
+        mol = describe_molecule(system.topology, vocabulary, seq, ring_closures, hydrogen_names)
         x = data.positions.to(torch.float64)
         if 0 < max_frames < len(x):
             x = x[torch.linspace(0, len(x) - 1, max_frames).round().long()]
