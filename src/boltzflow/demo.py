@@ -147,11 +147,12 @@ def run_demo(
                                  " (give --minutes for a longer run of another molecule)")
         config = config_with({}, {"system.id": system, "system.forcefield": forcefield,
                                   "system.solvent": solvent, "system.temperature": temperature})
-        if isinstance(runs.resolve_system(config), MolecularSystem):
+        resolved = runs.resolve_system(config)
+        if isinstance(resolved, MolecularSystem):
             result = run_molecule(system, out, forcefield=forcefield, solvent=solvent,
                                   temperature=temperature, minutes=minutes or DEFAULT_MINUTES,
                                   steps=steps, ns=ns, n_samples=n_samples, progress=progress,
-                                  echo=echo)
+                                  echo=echo, molecule=resolved)
             echo(f"wall clock {time.perf_counter() - t_start:.0f} s ("
                  + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ")")
             _closing_lines(result, echo)
@@ -193,6 +194,7 @@ def run_molecule(
     n_samples: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    molecule: Any = None,
 ) -> DemoResult:
     """A user's molecule in one call: plan, parallel-tempering MD, train, sample, reweight,
     report.
@@ -211,6 +213,7 @@ def run_molecule(
             (tests).
         progress: progress bars.
         echo: where the messages go.
+        molecule: ``system`` already resolved with these options (not built again).
 
     Raises:
         BoltzflowError: a bad PDB file, a residue the force field does not know, a system that
@@ -230,7 +233,7 @@ def run_molecule(
                                  ("temperature", temperature)) if v is not None}
     config = config_with({}, {"model": "internal", "system.id": system,
                               **{f"system.{k}": v for k, v in section.items()}})
-    molecule = runs.resolve_system(config)
+    molecule = molecule or runs.resolve_system(config)
     if not isinstance(molecule, MolecularSystem):
         raise BoltzflowError(f"{system!r} is not a molecule; run_molecule needs a PDB file or a "
                              "molecule id")

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from cli_util import one_and_two_ranks
 from cli_util import run_main as _run
 
 from boltzflow import systems
@@ -523,23 +524,6 @@ def test_evaluate_over_the_test_split_writes_table_json_and_grid(dataset, traine
 
 
 def test_two_torchrun_ranks_equal_one_process(dataset, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import yaml
-
     cfg = {**TINY, "train": {**TINY["train"], "lr_schedule": "constant", "lr": 3e-3}}
-    (tmp_path / "tbg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "boltzflow", "train", "--model", "tbg", "--dataset", str(dataset), "--config",
-            str(tmp_path / "tbg.yaml"), "--steps", "6", "--no-progress", "--out"]
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    for cmd in ([sys.executable, *args, str(tmp_path / "one")],
-                [torchrun, "--nproc-per-node", "2", *args, str(tmp_path / "two")]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
-    two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    one, two = one_and_two_ranks(tmp_path, "tbg", dataset, cfg, 6)
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5

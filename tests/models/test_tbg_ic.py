@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from cli_util import run_main
+from cli_util import one_and_two_ranks, run_main
 
 from boltzflow import runs, systems
 from boltzflow.errors import BoltzflowError
@@ -172,25 +172,8 @@ def test_config_checks():
 
 
 def test_two_torchrun_ranks_equal_one_process(tiny_dipeptides, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import yaml
-
     cfg = {**TINY, "train": {**TINY["train"], "lr_schedule": "constant"}}
-    (tmp_path / "ic.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "boltzflow", "train", "--model", "tbg-ic", "--dataset", str(tiny_dipeptides),
-            "--config", str(tmp_path / "ic.yaml"), "--steps", "4", "--no-progress", "--out"]
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    for cmd in ([sys.executable, *args, str(tmp_path / "one")],
-                [torchrun, "--nproc-per-node", "2", *args, str(tmp_path / "two")]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
-    two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    one, two = one_and_two_ranks(tmp_path, "tbg-ic", tiny_dipeptides, cfg, 4)
     # float32 sums in another order, amplified by Adam's normalization over 4 steps: 1e-4
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-4
 

@@ -537,6 +537,8 @@ class TBGICKind(ModelKind):
         self.stats, self.peptides = stats, peptides or []
         self.layout = dict(LAYOUT if layout is None else layout)
         self.info.update(info)
+        # the bound on the row tables' bond and angle columns (padding rows are 0: inside it)
+        self._table_bound = self.tail_bound((3,), [BOND, ANGLE])
 
     @staticmethod
     def layout_of(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -619,10 +621,9 @@ class TBGICKind(ModelKind):
         """Negative log-likelihood of the normalized coordinates per molecule (the constant
         normalization and Cartesian log-dets left out)."""
         tables, ctx = batch
-        bound = self.tail_bound((3,), [BOND, ANGLE])  # padding rows are 0: inside the bound
         bound_logdet = 0.0
-        if bound is not None:
-            tables, bound_logdet = bound.to(tables.device).inverse(tables)
+        if self._table_bound is not None:
+            tables, bound_logdet = self._table_bound.to(tables.device).inverse(tables)
         z, logdet = self.module.inverse(tables, ctx)
         return {"loss": -(log_prior(z, ctx) + logdet + bound_logdet).mean()}
 

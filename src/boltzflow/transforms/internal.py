@@ -158,9 +158,15 @@ class InternalCoordinates(Bijection):
             generation[atom] = 1 + max(generation[r] for r in refs)
         by_row = torch.tensor([generation[int(a)] for a in rows[3:, 0]], dtype=torch.long)
         self._n_generations = int(by_row.max()) if len(by_row) else 0
+        closing = zmatrix.closures[3:]
+        # Per generation, whether it places a ring-closing atom (a Python bool: no device sync
+        # in the placement loop); and whether there are any closures at all.
+        self._generation_closes = []
         for g in range(self._n_generations):
             index = torch.nonzero(by_row == g + 1)[:, 0]
             self.register_buffer(f"_generation_{g}", index, persistent=False)
+            self._generation_closes.append(bool(closing[index].any()))
+        self._has_closures = bool(closing.any())
         # +1: a2 is bonded to a0 (the angle opens from +x); -1: bonded to a1 (from -x).
         self._a2_direction = 1.0 if int(rows[2, 1]) == int(rows[0, 0]) else -1.0
 
@@ -222,15 +228,18 @@ class InternalCoordinates(Bijection):
         ics = self.split(z)
         b, slot = ics.bonds[:, 2:].abs(), ics.angles[:, 1:]
         rows = 2 * b.log() + slot.sin().abs().log()
-        if chords is not None and chords.shape[1]:
+        if chords is not None:
             c, closing = slot[:, self.closing].abs(), b[:, self.closing]
             rows = rows.masked_scatter(
                 self.closing.expand_as(rows), closing.log() + c.log() - chords.log())
         frame = 2 * ics.bonds[:, :2].abs().log().sum(-1) + ics.angles[:, 0].sin().abs().log()
         return frame + rows.sum(-1)
 
-    def _chords(self, x: Tensor) -> Tensor:
-        """``[B, n_closures]`` chord lengths ``|x_j - x_m|`` of the closure rows."""
+    def _chords(self, x: Tensor) -> Tensor | None:
+        """``[B, n_closures]`` chord lengths ``|x_j - x_m|`` of the closure rows (``None``
+        without closures)."""
+        if not self._has_closures:
+            return None
         _, j, m, _ = self.rows[self.closing].unbind(-1)
         return (x[:, j] - x[:, m]).norm(dim=-1)
 
@@ -254,8 +263,8 @@ class InternalCoordinates(Bijection):
             index = getattr(self, f"_generation_{g}")
             atoms, j, k, t = self.rows[index].unbind(-1)
             angle = angles[:, index]
-            closing = self.closing[index]
-            if closing.any():  # closing bond c -> the angle at j: c² = b² + d² - 2 b d cos θ
+            if self._generation_closes[g]:  # closing bond c -> angle at j: c² = b² + d² - 2bd cos θ
+                closing = self.closing[index]
                 b, c = bonds[:, index], angle
                 d = (x[:, j] - x[:, k]).norm(dim=-1)
                 cos = (b * b + d * d - c * c) / (2 * b * d).clamp_min(_EPS)
