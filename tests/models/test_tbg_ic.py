@@ -197,7 +197,8 @@ def test_ring_closures_in_the_transferable_layout():
     assert sorted(norm.shift[i].tolist()) == pytest.approx([0.138, 0.14])
     assert DEFAULT_STD["c"] == DEFAULT_STD["b"]
     assert TBGICKind.layout_of({}) == {"ring_closures": False, "tail_bound": None,
-                                       "hydrogen_names": False}
+                                       "hydrogen_names": False, "key_version": 1,
+                                       "torsion_bound": False}
     assert TBGICKind.layout_of(None)["ring_closures"] is True
 
 
@@ -215,3 +216,84 @@ def test_methylene_hydrogens_get_their_own_normalization():
                 if r >= 3 and names[row[0]] in ("HB2", "HB3") and top.atom(row[0]).residue.name == "ASN"}
 
     assert len(keys(False)) == 1 and len(keys(True)) == 2
+
+
+def _cys_hb_torsion_keys(mol, top):
+    """Exact keys of the Cys HB2/HB3 torsion rows, by atom name."""
+    names = [a.name for a in top.atoms]
+    rows = mol.ic.zmatrix.rows.tolist()
+    torsion_keys = mol.keys[2 * mol.n_rows - 3:]
+    return {names[row[0]]: torsion_keys[r - 3][0] for r, row in enumerate(rows)
+            if r >= 3 and names[row[0]] in ("HB2", "HB3")
+            and top.atom(row[0]).residue.name == "CYS"}
+
+
+def test_prochiral_hydrogens_are_keyed_by_geometry_not_by_name():
+    """Which methylene hydrogen a structure calls HB2 is arbitrary (OpenMM places them at
+    random): the same Cys with HB2 and HB3 swapped must give the same normalization."""
+    from boltzflow.models.tbg_ic import fit_chemistry
+
+    system = systems.get("dipeptide:AC")
+    top, x = system.topology, torch.as_tensor(system.positions, dtype=torch.float64)
+    hb = {a.name: a.index for a in top.atoms if a.residue.name == "CYS"}
+    swapped = x.clone()
+    swapped[[hb["HB2"], hb["HB3"]]] = x[[hb["HB3"], hb["HB2"]]]
+    spreads = {}
+    for version in (1, 2):
+        mols = [describe_molecule(top, ic_vocabulary(), "AC", key_version=version, positions=p)
+                for p in (x, swapped)]
+        flats = [m.ic.inverse(p[None])[0] for m, p in zip(mols, (x, swapped))]
+        stats = fit_chemistry(mols, flats)
+        keys = {k for m in mols for k in _cys_hb_torsion_keys(m, top).values()}
+        spreads[version] = max(stats[k][1] for k in keys)
+        if version == 2:  # the key follows the geometry: the two structures swap keys
+            a, b = (_cys_hb_torsion_keys(m, top) for m in mols)
+            assert a["HB2"] == b["HB3"] and a["HB3"] == b["HB2"] and a["HB2"] != a["HB3"]
+    assert spreads[1] > 1.0  # by name: one key holds +120° and -120°
+    assert spreads[2] < 1e-6
+
+
+def test_relative_keys_share_the_peptide_bond_of_a_pair_never_seen():
+    keys = {}
+    for seq in ("AC", "AE"):
+        system = systems.get(f"dipeptide:{seq}")
+        mol = describe_molecule(system.topology, ic_vocabulary(), seq, key_version=2,
+                                positions=system.positions)
+        atoms = list(system.topology.atoms)
+        rows = mol.ic.zmatrix.rows.tolist()
+        keys[seq] = next(mol.keys[r - 1] for r, row in enumerate(rows)
+                         if r >= 1 and atoms[row[0]].name == "N"
+                         and atoms[row[0]].residue.index == 1)
+    assert keys["AC"][0] != keys["AE"][0]  # exact: ALA:C-CYS:N vs ALA:C-GLU:N
+    assert keys["AC"][1] == keys["AE"][1]  # relative: the peptide bond of any dipeptide
+    assert keys["AC"][-2] == "b:N-C"
+
+
+def test_rigid_torsions_stay_within_pi_so_log_q_is_exact(tiny_dipeptides, tmp_path):
+    """A rigid torsion with a wide spread (here 2 rad) wraps past ±π unless bounded: then two
+    latent values give one torsion and log q, evaluated back, disagrees with sampling."""
+    import copy
+
+    config = parse_config({**TINY, "system": {"dataset": str(tiny_dipeptides)},
+                           "train": {**TINY["train"], "steps": 2}}, source="test")
+    runs.train(config, tmp_path / "run", progress=False)
+    run = runs.load_run(tmp_path / "run")
+    assert run.model.layout["torsion_bound"] and run.model.layout["key_version"] == 2
+    system = systems.get("dipeptide:AC")
+    mol = run.model.molecule(system)
+    circular = mol.flat(mol.circular[None].float())[0].bool()
+    rigid = [i for i in mol.ic.torsion_indices.tolist() if not circular[i]]
+    used = {next(k for k in mol.keys[i] if k in run.model.stats) for i in rigid[:6]}
+    for key in used:
+        run.model.stats[key] = [run.model.stats[key][0], 2.0]
+    mismatch = {}
+    for bounded in (False, True):
+        model = copy.copy(run.model)
+        model.layout = {**run.model.layout, "torsion_bound": bounded}
+        flow = model.flow_for(system).double()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            x, log_q = flow.sample_and_log_prob(1000)
+            back = flow.log_prob(x)
+        mismatch[bounded] = int(((back - log_q).abs() > 1e-4).sum())
+    assert mismatch[False] > 50 and mismatch[True] == 0

@@ -73,7 +73,20 @@ BOND, ANGLE, TORSION = 0, 1, 2
 #: bond, angle, ring-closing bond (in a closure row's angle slot), torsion.
 DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
 #: Layout of new models (checkpoint metadata; models trained before have neither).
-LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True}
+#: ``key_version`` 2: prochiral hydrogens keyed by geometry, residue-relative fallback keys
+#: (:func:`_chemistry_keys`).
+LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 2,
+          "torsion_bound": True}
+#: With ``torsion_bound``, a rigid torsion stays within this fraction of π of its mean: beyond
+#: π the normalization's wrap would map two latent values onto one torsion (``log q`` of such a
+#: sample, evaluated back, differed by 2-7 nats), so the map is a bijection only inside.
+WRAP_MARGIN = 0.999
+#: Main-chain atom names: in the residue-relative keys their residue is ``*`` (any residue but
+#: the ones in :data:`OWN_BACKBONE`, whose main chain differs).
+BACKBONE = frozenset({"N", "CA", "C", "O", "OXT", "H", "HA", "HT"})
+OWN_BACKBONE = frozenset({"PRO", "GLY", *CAPS})
+#: The last relative key: Pro and Gly main chains as any other.
+CAPS_ONLY = frozenset(CAPS)
 
 
 def ic_vocabulary() -> Vocabulary:
@@ -153,7 +166,8 @@ class Molecule:
         entries: ``[R, 3]`` which coordinates exist (bond, angle, torsion).
         circular: ``[R, 3]`` the free (periodic) torsions.
         hops: ``[R, R]`` covalent-graph distance between the rows' atoms.
-        keys: per flat coordinate, its chemistry keys (exact, element, type).
+        keys: per flat coordinate, its chemistry keys, most specific first, the coordinate
+            type last (``(exact, element, type)``; key version 2 adds a residue-relative key).
     """
 
     label: str
@@ -162,7 +176,7 @@ class Molecule:
     entries: Tensor
     circular: Tensor
     hops: Tensor
-    keys: list[tuple[str, str, str]]
+    keys: list[tuple[str, ...]]
 
     @property
     def n_rows(self) -> int:
@@ -189,9 +203,12 @@ class Molecule:
 
 
 def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
-                      ring_closures: bool = True, hydrogen_names: bool = True) -> Molecule:
+                      ring_closures: bool = True, hydrogen_names: bool = True,
+                      key_version: int = 1, positions: Tensor | None = None) -> Molecule:
     """The :class:`Molecule` of an mdtraj topology (raises for chemistry outside the vocabulary,
-    naming the atom); ``ring_closures`` and ``hydrogen_names`` as in :data:`LAYOUT`."""
+    naming the atom); ``ring_closures``, ``hydrogen_names`` and ``key_version`` as in
+    :data:`LAYOUT`; ``positions`` (``[n_atoms, 3]``, any configuration of the molecule) tell
+    the prochiral hydrogens apart in key version 2."""
     encoding: MoleculeEncoding = encode_topology(topology, vocabulary, label=label)
     zmatrix = peptide_zmatrix(topology, ring_closures)
     ic = InternalCoordinates(zmatrix)
@@ -205,8 +222,15 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
     circular = torch.zeros(n, 3, dtype=torch.bool)
     circular[3:, TORSION] = ~rigid_torsions(ic, topology, rings=ring_closures)
     hops = encoding.hops[rows[:, 0]][:, rows[:, 0]]
-    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1),
-                    _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names))
+    if key_version >= 2:
+        if positions is None:
+            raise ValueError("key version 2 needs the molecule's positions (prochiral hydrogens)")
+        flat = ic.inverse(torch.as_tensor(positions, dtype=torch.float64)[None])[0][0]
+        keys = _chemistry_keys_v2(topology, rows, zmatrix.closures, circular[3:, TORSION],
+                                  flat[ic.torsion_indices])
+    else:
+        keys = _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names)
+    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys)
 
 
 def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor, hydrogen_names: bool = True
@@ -239,6 +263,75 @@ def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor, hydrogen_name
             keys.append((
                 f"{kind}:" + "-".join(name(a) for a in members),
                 f"{kind}:" + "-".join(atoms[a].element.symbol for a in members),
+                kind,
+            ))
+    return keys
+
+
+def _hydrogen_stem(name: str) -> str:
+    """A hydrogen's name without its number among equivalent ones (``HB2`` → ``HB``, ``HG12``
+    → ``HG1``, N-terminal ``H1``/``H2``/``H3`` → ``HT``)."""
+    if name in ("H1", "H2", "H3"):
+        return "HT"
+    return name[:-1] if len(name) > 2 and name[-1].isdigit() else name
+
+
+def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tensor,
+                       torsions: Tensor) -> list[tuple[str, ...]]:
+    """Per flat coordinate: ``(exact, relative, relative with any main chain, element, type)``
+    keys of its normalization.
+
+    - Hydrogens are named by their stem (``HB2``, ``HB3`` → ``HB``), and a hydrogen's rigid
+      torsion (an offset of about ±120° from a sibling) carries the sign it has in the given
+      configuration (``…:+``/``…:-``). Which of two methylene hydrogens a structure calls HB2
+      is arbitrary (OpenMM's ``Modeller`` places them at random; in the dipeptide dataset Arg-Cys
+      names them the other way round from Cys-Met), so names gave one ±120° key with a 0.9 rad
+      spread; the geometry does not.
+    - The *relative* key names atoms by their residue offset from the row's atom and writes the
+      residue of main-chain atoms as ``*`` (except Pro, Gly and caps), with ``^``/``$`` marking
+      the chain's first and last residue: the peptide bond of a held-out ``AC`` is keyed like
+      that of every training dipeptide, where the exact key (``ALA:C-CYS:N``) was never seen and
+      the element key (``C-N``) pools peptide and Cα–N bonds, free and rigid torsions. A
+      second relative key treats Pro's and Gly's main chain like any other (Gly–Pro was never
+      a training pair).
+    """
+    atoms = list(topology.atoms)
+    residues = list(topology.residues)
+    first, last = residues[0].index, residues[-1].index
+
+    def stem(a: Any) -> str:
+        return _hydrogen_stem(a.name) if a.element.symbol == "H" else a.name
+
+    def exact(i: int) -> str:
+        return f"{atoms[i].residue.name}:{stem(atoms[i])}"
+
+    def relative(i: int, origin: int, own: frozenset[str] = OWN_BACKBONE) -> str:
+        a = atoms[i]
+        res = a.residue.name
+        if stem(a) in BACKBONE and res not in own:
+            res = "*"
+        res += ("^" if a.residue.index == first else "") + ("$" if a.residue.index == last else "")
+        offset = a.residue.index - atoms[origin].residue.index
+        return f"{offset:+d}{res}:{stem(a)}" if offset else f"{res}:{stem(a)}"
+
+    keys: list[tuple[str, ...]] = []
+    n = len(rows)
+    for col, start, width in ((BOND, 1, 2), (ANGLE, 2, 3), (TORSION, 3, 4)):
+        for r in range(start, n):
+            members = [int(a) for a in rows[r, :width]]
+            kind = "bat"[col]
+            element = f"{kind}:" + "-".join(atoms[a].element.symbol for a in members)
+            if col == ANGLE and bool(closures[r]):  # closing bond i-m: falls back to bonds
+                kind = "c"
+                element = f"b:{atoms[members[0]].element.symbol}-{atoms[members[2]].element.symbol}"
+            sign = ""
+            if col == TORSION and atoms[members[0]].element.symbol == "H" and not bool(free[r - 3]):
+                sign = ":+" if float(torsions[r - 3]) > 0 else ":-"
+            keys.append((
+                f"{kind}:" + "-".join(exact(a) for a in members) + sign,
+                f"{kind}:" + "-".join(relative(a, members[0]) for a in members) + sign,
+                f"{kind}:" + "-".join(relative(a, members[0], CAPS_ONLY) for a in members) + sign,
+                element,
                 kind,
             ))
     return keys
@@ -280,9 +373,9 @@ def normalization_for(mol: Molecule, stats: dict[str, list[float]]) -> ICNormali
     circular = mol.flat(mol.circular[None].float())[0].bool()
     for i, keys in enumerate(mol.keys):
         mean, std = next((stats[k] for k in keys if k in stats), (None, None))
-        default = DEFAULT_STD[keys[2]]
+        default = DEFAULT_STD[keys[-1]]
         if mean is None:
-            mean, std = (0.0, 1.0) if keys[2] == "t" else (float("nan"), default)
+            mean, std = (0.0, 1.0) if keys[-1] == "t" else (float("nan"), default)
         shift[i] = mean
         log_scale[i] = 0.0 if circular[i] else math.log(max(std or default, default / 10))
     if torch.isnan(shift).any():
@@ -512,11 +605,14 @@ class PeptideTables:
 
     Attributes:
         molecule: its rows.
-        tables: ``[F, R, 3]`` normalized internal coordinates (float32).
+        tables: ``[F, R, 3]`` normalized internal coordinates (float32); with a per-molecule
+            bound (``torsion_bound``), before it (the bound's inverse applied).
+        logdet: ``[F]`` that inverse's log-det (``None``: no per-molecule bound).
     """
 
     molecule: Molecule
     tables: Tensor
+    logdet: Tensor | None = None
 
 
 class TBGICKind(ModelKind):
@@ -548,7 +644,9 @@ class TBGICKind(ModelKind):
             return dict(LAYOUT)
         return {"ring_closures": bool(metadata.get("ring_closures", False)),
                 "tail_bound": metadata.get("tail_bound"),
-                "hydrogen_names": bool(metadata.get("hydrogen_names", False))}
+                "hydrogen_names": bool(metadata.get("hydrogen_names", False)),
+                "key_version": int(metadata.get("key_version", 1)),
+                "torsion_bound": bool(metadata.get("torsion_bound", False))}
 
     def tail_bound(self, shape: int | tuple[int, ...], indices: Tensor | list[int]
                    ) -> TailBound | None:
@@ -571,15 +669,15 @@ class TBGICKind(ModelKind):
         layout = cls.layout_of(source.previous)
         raw = load_peptide_ics(source.dataset, vocabulary, config.system.max_frames,
                                ring_closures=layout["ring_closures"],
-                               hydrogen_names=layout["hydrogen_names"])
+                               hydrogen_names=layout["hydrogen_names"],
+                               key_version=layout.get("key_version", 1))
         if not raw:
             raise BoltzflowError(
                 f"the dataset {source.dataset} has no training peptides with frames; build it "
                 "with `boltzflow dataset dipeptides --out DIR`")
         stats = (source.previous or {}).get("stats") or fit_chemistry(
             [m for m, _ in raw], [f for _, f in raw])
-        peptides = [PeptideTables(m, m.table(normalization_for(m, stats).inverse(
-            f.float())[0]).float()) for m, f in raw]
+        peptides = [tables_of(m, f, stats, config.params, layout) for m, f in raw]
         torch.manual_seed(config.train.seed)
         info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
         return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides, layout)
@@ -615,14 +713,17 @@ class TBGICKind(ModelKind):
         r = ctx.rows.shape[1]
         tables = torch.cat([pad_rows(self.peptides[chosen[j]].tables[frames[j]], r)
                             for j in mine])
-        return tables.to(self.device), ctx.to(self.device)
+        if self.peptides[0].logdet is None:
+            return tables.to(self.device), ctx.to(self.device)
+        logdet = torch.cat([self.peptides[chosen[j]].logdet[frames[j]] for j in mine])
+        return tables.to(self.device), ctx.to(self.device), logdet.to(self.device)
 
     def loss(self, batch: tuple[Tensor, RowContext], step: int) -> dict[str, Tensor]:
         """Negative log-likelihood of the normalized coordinates per molecule (the constant
         normalization and Cartesian log-dets left out)."""
-        tables, ctx = batch
-        bound_logdet = 0.0
-        if self._table_bound is not None:
+        tables, ctx = batch[:2]
+        bound_logdet = batch[2] if len(batch) > 2 else 0.0  # per-molecule bound, precomputed
+        if self._table_bound is not None and len(batch) == 2:
             tables, bound_logdet = self._table_bound.to(tables.device).inverse(tables)
         z, logdet = self.module.inverse(tables, ctx)
         return {"loss": -(log_prior(z, ctx) + logdet + bound_logdet).mean()}
@@ -634,7 +735,9 @@ class TBGICKind(ModelKind):
                                  "samples peptides")
         return describe_molecule(system.topology, self.module.vocabulary, system.id,
                                  ring_closures=self.layout["ring_closures"],
-                                 hydrogen_names=self.layout.get("hydrogen_names", False))
+                                 hydrogen_names=self.layout.get("hydrogen_names", False),
+                                 key_version=self.layout.get("key_version", 1),
+                                 positions=system.positions)
 
     def flow_for(self, system: System) -> Flow:
         """``ProductBase → row flow (this molecule) → normalization → internal coordinates →
@@ -642,9 +745,12 @@ class TBGICKind(ModelKind):
         mol = self.molecule(system)
         circular = torch.nonzero(mol.flat(mol.circular[None].float())[0].bool())[:, 0]
         ic = mol.ic
-        bound = self.tail_bound(ic.dim, torch.cat([ic.bond_indices, ic.angle_indices]))
-        chain = Chain([MoleculeFlow(self.module, mol), *([bound] if bound else []),
-                       normalization_for(mol, self.stats), ic])
+        norm = normalization_for(mol, self.stats)
+        if self.layout.get("torsion_bound"):
+            bound = molecule_bound(mol, norm, self.params, self.layout)
+        else:
+            bound = self.tail_bound(ic.dim, torch.cat([ic.bond_indices, ic.angle_indices]))
+        chain = Chain([MoleculeFlow(self.module, mol), *([bound] if bound else []), norm, ic])
         flow = Flow(ProductBase(mol.ic.dim, circular.tolist()), chain, (mol.n_rows, 3))
         return flow.to(self.device)
 
@@ -656,6 +762,43 @@ class TBGICKind(ModelKind):
                 f"on {len(self.info.get('train_sequences', []))} peptides")
 
 
+def molecule_bound(mol: Molecule, norm: ICNormalization, params: TBGICParams,
+                   layout: dict[str, Any]) -> TailBound | None:
+    """The bound of one molecule's normalized coordinates: bonds, angles and closing bonds
+    within ``tail_bound`` standard deviations, and (``torsion_bound``) every rigid torsion as
+    well, and within ``WRAP_MARGIN · π`` of its mean (a wide rigid torsion such as a proline
+    ring's, 0.4-0.6 rad, would otherwise wrap within 5-8 standard deviations)."""
+    if layout.get("tail_bound") is None:
+        return None
+    ic, bound = mol.ic, params.bound
+    top = max(float(layout["tail_bound"]), 2 * bound)
+    index = torch.cat([ic.bond_indices, ic.angle_indices])
+    inner = torch.full((len(index),), float(bound), dtype=torch.float64)
+    outer = torch.full((len(index),), top, dtype=torch.float64)
+    if layout.get("torsion_bound"):
+        circular = mol.flat(mol.circular[None].float())[0].bool()
+        rigid = ic.torsion_indices[~circular[ic.torsion_indices]]
+        wrap = WRAP_MARGIN * math.pi / norm.log_scale.detach().double()[rigid].exp()
+        rigid_outer = wrap.clamp(max=top)
+        index = torch.cat([index, rigid])
+        inner = torch.cat([inner, torch.minimum(torch.full_like(wrap, bound), rigid_outer / 2)])
+        outer = torch.cat([outer, rigid_outer])
+    return TailBound(ic.dim, index, inner=inner, outer=outer)
+
+
+def tables_of(mol: Molecule, flat: Tensor, stats: dict[str, list[float]], params: TBGICParams,
+              layout: dict[str, Any]) -> PeptideTables:
+    """A training peptide's normalized tables (float32); with ``torsion_bound``, the
+    per-molecule bound's inverse applied and its log-det kept."""
+    norm = normalization_for(mol, stats).double()
+    y = norm.inverse(flat.double())[0]
+    if not layout.get("torsion_bound"):
+        return PeptideTables(mol, mol.table(y.float()).float())
+    bound = molecule_bound(mol, norm, params, layout).double()
+    y, logdet = bound.inverse(y)
+    return PeptideTables(mol, mol.table(y).float(), logdet.float())
+
+
 def pad_rows(tables: Tensor, r: int) -> Tensor:
     """``[F, R', 3]`` padded with zero rows to ``[F, r, 3]``."""
     return torch.nn.functional.pad(tables, (0, 0, 0, r - tables.shape[1]))
@@ -663,7 +806,7 @@ def pad_rows(tables: Tensor, r: int) -> Tensor:
 
 def load_peptide_ics(
     dataset: str | Path, vocabulary: Vocabulary, max_frames: int = 0, split: str = "train",
-    ring_closures: bool = True, hydrogen_names: bool = True,
+    ring_closures: bool = True, hydrogen_names: bool = True, key_version: int = 2,
 ) -> list[tuple[Molecule, Tensor]]:
     """``(molecule, flat internal coordinates [F, 3R − 6])`` of every peptide of ``split``."""
     from .. import systems
@@ -676,7 +819,8 @@ def load_peptide_ics(
         if len(data) == 0:
             continue
         system = systems.get(index.entry(seq).system_id)
-        mol = describe_molecule(system.topology, vocabulary, seq, ring_closures, hydrogen_names)
+        mol = describe_molecule(system.topology, vocabulary, seq, ring_closures, hydrogen_names,
+                                key_version, positions=data.positions[0])
         x = data.positions.to(torch.float64)
         if 0 < max_frames < len(x):
             x = x[torch.linspace(0, len(x) - 1, max_frames).round().long()]

@@ -38,8 +38,8 @@ class TailBound(Bijection):
         dim: length of the flat vector (or the trailing shape, e.g. ``(3,)`` for row tables
             ``[B, R, 3]``).
         indices: entries to bound (of the trailing shape, flattened).
-        inner: half-width of the identity region (> 0).
-        outer: the bound (> ``inner``).
+        inner: half-width of the identity region (> 0): one value, or one per index.
+        outer: the bound (> ``inner``): one value, or one per index.
 
     Example:
         >>> b = TailBound(3, [0, 2], inner=5.0, outer=10.0)
@@ -47,28 +47,37 @@ class TailBound(Bijection):
         tensor([[  1., 100.,  10.]])
     """
 
-    def __init__(self, dim: int | tuple[int, ...], indices: Tensor | list[int], *, inner: float,
-                 outer: float):
+    def __init__(self, dim: int | tuple[int, ...], indices: Tensor | list[int], *,
+                 inner: float | Tensor, outer: float | Tensor):
         super().__init__()
-        if not 0 < inner < outer:
-            raise ValueError(f"TailBound needs 0 < inner < outer, got inner={inner}, outer={outer}")
         shape = (dim,) if isinstance(dim, int) else tuple(dim)
+        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        inner_t = torch.as_tensor(inner, dtype=torch.float64).expand(index.shape)
+        outer_t = torch.as_tensor(outer, dtype=torch.float64).expand(index.shape)
+        if not bool(((0 < inner_t) & (inner_t < outer_t)).all()):
+            raise ValueError(f"TailBound needs 0 < inner < outer, got inner={inner}, outer={outer}")
         mask = torch.zeros(shape, dtype=torch.bool)
-        mask.view(-1)[torch.as_tensor(indices, dtype=torch.long)] = True
+        mask.view(-1)[index] = True
+        # per entry (free entries: 1 and 2, unused), so one bound can differ per coordinate
+        lo, hi = torch.ones(shape, dtype=torch.float64), torch.full(shape, 2.0, dtype=torch.float64)
+        lo.view(-1)[index], hi.view(-1)[index] = inner_t, outer_t
         self.register_buffer("mask", mask, persistent=False)
-        self.inner, self.outer = float(inner), float(outer)
+        self.register_buffer("lo", lo.float(), persistent=False)
+        self.register_buffer("width", (hi - lo).float(), persistent=False)
+        self.inner = float(inner_t.min()) if len(index) else float(inner)
+        self.outer = float(outer_t.max()) if len(index) else float(outer)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        width = self.outer - self.inner
-        s = ((z.abs() - self.inner) / width).clamp_min(0)
+        lo, width = self.lo.to(z.dtype), self.width.to(z.dtype)
+        s = ((z.abs() - lo) / width).clamp_min(0)
         tail = self.mask & (s > 0)
-        y = torch.where(tail, z.sign() * (self.inner + width * torch.tanh(s)), z)
+        y = torch.where(tail, z.sign() * (lo + width * torch.tanh(s)), z)
         return y, torch.where(tail, _log_sech2(s), 0.0).flatten(1).sum(-1)
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        width = self.outer - self.inner
-        t = ((x.abs() - self.inner) / width).clamp(0, 1 - 1e-6)
+        lo, width = self.lo.to(x.dtype), self.width.to(x.dtype)
+        t = ((x.abs() - lo) / width).clamp(0, 1 - 1e-6)
         tail = self.mask & (t > 0)
         s = torch.atanh(t)
-        z = torch.where(tail, x.sign() * (self.inner + width * s), x)
+        z = torch.where(tail, x.sign() * (lo + width * s), x)
         return z, -torch.where(tail, _log_sech2(s), 0.0).flatten(1).sum(-1)
