@@ -92,7 +92,10 @@ def _draw(
         )
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)
-    name = f"{title} (n={len(phi)})" if title else f"n={len(phi)}"
+    n = f"n={len(phi)}"
+    if log_w is not None and not bool(torch.isfinite(log_w).all()):  # invalid samples: weight 0
+        n = f"n={int(torch.isfinite(log_w).sum())} valid of {len(phi)}"
+    name = f"{title} ({n})" if title else n
     if _weighted(log_w):
         name += f"\nESS n={_kish(log_w):.1f}"
         if thin.any():
