@@ -11,6 +11,7 @@ demo picks up where it stopped and a finished one only re-samples and re-evaluat
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +21,19 @@ from typing import Any
 from .presets import Preset
 
 __all__ = ["DEFAULT_MINUTES", "DemoResult", "measure_speeds", "run_demo", "run_molecular_demo",
-           "run_molecule"]
+           "run_molecule", "run_zero_shot"]
 
 MD_DIR = "md"
 #: The plan of a molecule run (settings and the measured speeds), reused when it resumes.
 PLAN_NAME = "plan.json"
 #: Default wall-clock budget of ``boltzflow demo --system MOLECULE`` (minutes).
 DEFAULT_MINUTES = 20.0
+#: The dipeptide the alanine-dipeptide demo samples zero-shot with the pretrained transferable
+#: model (held out of its training set), how many samples, and where (``OUT/zero-shot``).
+ZERO_SHOT_SYSTEM = "dipeptide:NY"
+ZERO_SHOT_SAMPLES = 10_000
+ZERO_SHOT_DIR = "zero-shot"
+ZERO_SHOT_HEADING = "## Zero-shot: a pretrained transferable model on a peptide it never saw"
 
 
 @dataclass
@@ -118,12 +125,16 @@ def run_demo(
     forcefield: str | None = None,
     solvent: str | None = None,
     temperature: float | None = None,
+    zero_shot: bool = True,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
     """``boltzflow demo``: the molecular demo on alanine dipeptide (quick or ``quality``
     preset), :func:`run_molecule` on any other molecule, or the same workflow on a toy
     ``system``; prints the stages and the headline numbers, returns what was produced.
+
+    The alanine-dipeptide demo ends, with ``zero_shot``, by :func:`run_zero_shot`: the
+    pretrained transferable model samples a dipeptide it never saw, into the same report.
 
     Raises:
         BoltzflowError: ``quality`` for another system, options that do not apply to it, or an
@@ -175,10 +186,88 @@ def run_demo(
     if m.get("dF_phi_reweighted") is not None and m.get("dF_phi_md") is not None:
         echo(f"ΔF(φ>0 − φ<0): reweighted {_pm(m, 'dF_phi_reweighted')}, "
              f"MD {_pm(m, 'dF_phi_md')} kT (the MD entered φ>0 {m['md_phi_pos_visits']} times)")
+    if zero_shot:
+        t0 = time.perf_counter()
+        shot = run_zero_shot(result.report.parent, n=min(ZERO_SHOT_SAMPLES, n_samples or
+                                                          ZERO_SHOT_SAMPLES),
+                             progress=progress, echo=echo)
+        result.seconds["zero-shot"] = time.perf_counter() - t0
+        result.figures += shot["figures"]
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     echo(f"wall clock {time.perf_counter() - t_start:.0f} s ({stages})")
     _closing_lines(result, echo)
     return result
+
+
+def run_zero_shot(
+    out: str | Path, *, system_id: str = ZERO_SHOT_SYSTEM, n: int = ZERO_SHOT_SAMPLES,
+    progress: bool = True, echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Sample ``system_id`` with the pretrained transferable model shipped with boltzflow
+    (:mod:`boltzflow.pretrained`, installed into ``out/zero-shot``), evaluate it against the
+    small MD reference shipped with the model, and add a section to ``out/report.md`` (and
+    ``report.html``) with its ESS, validity and Ramachandran plot.
+
+    Returns:
+        The molecule's metrics with ``figures`` (the PNGs the section shows) and ``seconds``.
+    """
+    from . import pretrained, runs, systems
+    from .analysis.report import replace_section
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    info = pretrained.provenance("tbg-ic")
+    run = pretrained.load("tbg-ic", out / ZERO_SHOT_DIR)
+    system = systems.get(system_id)
+    seen = system_id.partition(":")[2] in info["dataset"]["train"]
+    train = info["dataset"]["train"]
+    echo(f"[zero-shot] the pretrained transferable model (tbg-ic, trained on {len(train)} other "
+         f"dipeptides) samples {system_id}, {'a training' if seen else 'a held-out'} peptide: "
+         f"{n:,} samples, no training …")
+    runs.sample(run, n, system=system, progress=progress)
+    reference = runs.reference_frames(run, system, None)
+    m = runs.evaluate(run, system=system, reference=reference)
+    seconds = time.perf_counter() - t0
+    where = run.dir_for(system)
+    figures = [p for p in (where / "ramachandran.png",) if p.exists()]
+    rel = where.relative_to(out)
+    lines = [
+        f"The pretrained transferable model shipped with boltzflow (`tbg-ic`, "
+        f"`boltzflow.pretrained`; trained on {len(train)} dipeptides of the "
+        f"`{info['dataset']['name']}` set, step {info['step']}) sampled `{system_id}` — "
+        + ("one of its training peptides" if seen else "a dipeptide held out of its training")
+        + f" — without training on it or simulating it: {m['n_samples']:,} samples in "
+        f"{seconds:.0f} s "
+        f"(`boltzflow sample --model tbg-ic --system {system_id}`).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| ESS (Kish) | {ess_line(m).removeprefix('ESS ')} |",
+        f"| valid samples (bond graph and Cα chirality) | {m.get('fraction_valid', 0):.1%} |",
+    ]
+    if m.get("energy_w2_model") is not None:
+        lines.append(f"| energy W2 vs MD, raw / reweighted (kT) | {m['energy_w2_model']:.3g} / "
+                     f"{m['energy_w2_reweighted']:.3g} |")
+        lines.append(f"| torus W2 (φ, ψ) vs MD, raw / reweighted (rad) | "
+                     f"{m['torus_w2_model']:.3g} / {m['torus_w2_reweighted']:.3g} |")
+    if reference is not None:
+        lines += ["", f"MD reference: {len(reference)} frames shipped with the model, "
+                  f"{info['references']}."]
+    from .sampling import few_effective_samples
+
+    if few_effective_samples(m.get("ess_samples")):
+        lines += ["", f"**Few effective samples ({m['ess_samples']:.1f}).** On this peptide the "
+                  "model's importance weights are degenerate: the reweighted panel below rests "
+                  "on a handful of samples and is no estimate; the raw panel is what the model "
+                  "learned. The transferable model's held-out numbers and what limits them are "
+                  "in docs/transferable_ic.md."]
+    for fig in figures:
+        lines += ["", f"![Zero-shot Ramachandran: {system_id}]({rel / fig.name})"]
+    lines += ["", f"Its full report: `{rel / 'report.md'}`."]
+    replace_section(out / "report.md", ZERO_SHOT_HEADING, lines)
+    echo(f"[zero-shot] {system_id}: {ess_line(m)}; valid {m.get('fraction_valid', 0):.1%} "
+         f"({seconds:.0f} s)")
+    return {**m, "figures": figures, "seconds": seconds}
 
 
 def run_molecule(
@@ -324,8 +413,11 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
 def ess_line(m: dict[str, Any]) -> str:
     """``ESS 20.1 % (90 % interval 12.0–25.3 % over draws; 4021 effective samples; …)``."""
     interval = ""
-    if m.get("ess_low") is not None:
-        interval = f"{m['ess_level']:.0%} interval {m['ess_low']:.1%}–{m['ess_high']:.1%}; "
+    if m.get("ess_low") is not None and math.isfinite(m["ess_low"]) and math.isfinite(
+            m["ess_high"]):
+        digits = 1 if m["ess_high"] >= 0.01 else 2
+        interval = (f"{m['ess_level']:.0%} interval {m['ess_low']:.{digits}%}–"
+                    f"{m['ess_high']:.{digits}%}; ")
     return (f"ESS {m['ess']:.2%} ({interval}{m['ess_samples']:.0f} effective samples; "
             f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g})")
 

@@ -49,6 +49,8 @@ SAMPLES_NAME = "samples.npz"
 #: What a refinement (AIS/SMC) did, beside its samples.
 REFINE_NAME = "refine.json"
 METRICS_NAME = "metrics.json"
+#: MD references shipped with a pretrained model (``boltzflow.pretrained.REFERENCES``).
+SHIPPED_REFERENCES = "references"
 #: The run file of version-1 transferable runs (read, never written).
 TBG_V1_CONFIG = "tbg_config.json"
 
@@ -439,13 +441,15 @@ def evaluate(
 
 def reference_frames(run: Run, system: System, reference: str | Path | None) -> Tensor | None:
     """MD frames of ``system``: from ``reference`` (an MD dataset or a dipeptide dataset), else
-    from the run's own dataset when it holds that molecule, else ``None``."""
+    from the run's own dataset when it holds that molecule, else (a pretrained model's run, no
+    dataset) the small reference shipped with it, else ``None``."""
     from .data import Dataset
     from .data.dipeptides import INDEX_NAME, load_index
 
     source = reference or run.config.system.dataset or None
-    if source is None:
-        return None
+    if source is None:  # a pretrained model's run: the small MD shipped with it, if any
+        shipped = run.path / SHIPPED_REFERENCES / f"{slug(system.id)}.npz"
+        return torch.from_numpy(np.load(shipped)["positions"]) if shipped.exists() else None
     if (Path(source) / INDEX_NAME).exists():
         index = load_index(source)
         sequence = system.id.partition(":")[2]

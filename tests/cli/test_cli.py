@@ -188,10 +188,22 @@ def test_demo_runs_the_molecular_pipeline_with_tiny_settings(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["system"] == "aldp-implicit" and metrics["n_samples"] == 300
     assert 0 <= metrics["fraction_valid"] <= 1
+    # it ends with the shipped transferable model sampling a held-out dipeptide, in the report
+    from boltzflow import runs
+    from boltzflow.demo import ZERO_SHOT_HEADING, ZERO_SHOT_SYSTEM
+
+    shot = out / "zero-shot" / "systems" / runs.slug(ZERO_SHOT_SYSTEM)
+    assert json.loads((shot / "metrics.json").read_text())["n_samples"] == 300
+    assert "[zero-shot]" in text and "a held-out peptide" in text
+    report = (out / "report.md").read_text()
+    assert report.count(ZERO_SHOT_HEADING) == 1
+    assert f"zero-shot/systems/{runs.slug(ZERO_SHOT_SYSTEM)}/ramachandran.png" in report
+    assert "data:image/png;base64" in (out / "report.html").read_text().split("Zero-shot")[-1]
     stamps = {n: (out / n).stat().st_mtime_ns for n in ("md/provenance.json", "checkpoint.pt")}
     code, text, err = run_main(capsys, *args)  # cached: MD and training are not redone
     assert code == 0, err
     assert stamps == {n: (out / n).stat().st_mtime_ns for n in stamps}
+    assert (out / "report.md").read_text().count(ZERO_SHOT_HEADING) == 1
     code, _, err = run_main(capsys, "demo", "--system", "double-well", "--quality")
     assert code == 2 and "--quality" in err
 

@@ -15,7 +15,7 @@ from ..sampling import Samples, few_effective_samples
 from ..systems.base import System
 from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
 
-__all__ = ["HTML_NAME", "LABELS", "write_report"]
+__all__ = ["HTML_NAME", "LABELS", "replace_section", "write_report"]
 
 #: Readable labels of the metrics in ``report.md``.
 LABELS = {
@@ -86,6 +86,24 @@ def write_report(
     write_text_atomic(report, text)
     write_text_atomic(out / HTML_NAME, markdown_to_html(text, out, title=f"boltzflow: {system.id}"))
     return report
+
+
+def replace_section(report: Path, heading: str, lines: list[str]) -> None:
+    """Put the section ``heading`` + ``lines`` at the end of ``report`` (``report.md``),
+    replacing that section and whatever followed it if it is there, and rewrite the HTML
+    report beside it (figure paths relative to the report's folder)."""
+    from .html import markdown_to_html
+
+    report = Path(report)
+    text = report.read_text()
+    start = text.find("\n" + heading + "\n")
+    if start >= 0:
+        text = text[:start + 1]
+    text = text.rstrip("\n") + "\n\n" + "\n".join([heading, "", *lines]) + "\n"
+    write_text_atomic(report, text)
+    first = text.splitlines()[0].lstrip("# ").replace("boltzflow run: ", "").strip("`")
+    write_text_atomic(report.with_name(HTML_NAME),
+                      markdown_to_html(text, report.parent, title=f"boltzflow: {first}"))
 
 
 #: The self-contained HTML report beside ``report.md``.

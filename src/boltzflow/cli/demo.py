@@ -35,6 +35,11 @@ def demo_cmd(
     steps: int | None = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
     ns: float | None = typer.Option(None, "--ns", hidden=True, help="MD length (ns), for tests."),
     n_samples: int | None = typer.Option(None, "--n-samples", hidden=True, help="For tests."),
+    zero_shot: bool = typer.Option(
+        True, "--zero-shot/--no-zero-shot",
+        help="End the alanine-dipeptide demo with the pretrained transferable model sampling a "
+        "dipeptide it never saw (about a minute), added to the report.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The main job: MD reference, train, sample, reweight, report (about 6 min on 2 idle cores)."""
@@ -42,7 +47,7 @@ def demo_cmd(
 
     run_demo(system, out, quality=quality, steps=steps, ns=ns, n_samples=n_samples,
              minutes=minutes, forcefield=forcefield, solvent=solvent, temperature=temperature,
-             progress=progress, echo=typer.echo)
+             zero_shot=zero_shot, progress=progress, echo=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

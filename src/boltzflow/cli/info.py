@@ -7,10 +7,16 @@ from pathlib import Path
 import typer
 
 
-def info_cmd(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
-    """Show a dataset's provenance: system, force field, temperature, integrator, frames."""
+def info_cmd(dataset: Path = typer.Argument(
+        ..., help="Dataset directory, or a pretrained model's name (tbg-ic).")) -> None:
+    """Show a dataset's provenance (system, force field, temperature, integrator, frames), or
+    a pretrained model's (training set, command, held-out numbers)."""
+    from .. import pretrained
     from ..data import info
 
+    if str(dataset) in pretrained.MODELS and not dataset.exists():
+        typer.echo(pretrained.describe(str(dataset)))
+        return
     typer.echo(info(dataset))
 
 

@@ -12,6 +12,11 @@ from .common import SOLVER_HELP, is_main, run_dir, sampling_changes, set_threads
 
 def sample_cmd(
     run: str | None = typer.Option(None, "--run", "-r", help="Run directory written by `train`."),
+    model: str | None = typer.Option(
+        None, "--model", "-m",
+        help="A pretrained model shipped with boltzflow (tbg-ic): sample it without training; "
+        "its run directory is --run [runs/pretrained-MODEL], created on first use.",
+    ),
     n: int = typer.Option(10_000, "-n", "--n-samples", help="Number of samples.", min=1),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     system: str | None = typer.Option(
@@ -51,6 +56,9 @@ def sample_cmd(
 
     The run's own system: RUN/samples.npz; another molecule of a transferable run:
     RUN/systems/<id>/samples.npz. Then `boltzflow evaluate` reweights and reports.
+
+    --model tbg-ic samples the pretrained transferable model shipped with boltzflow (no
+    training, nothing downloaded): boltzflow sample --model tbg-ic --system dipeptide:NY.
     """
     import json
 
@@ -63,7 +71,18 @@ def sample_cmd(
         raise BoltzflowError("--out is gone: samples go into the run directory "
                              "(RUN/systems/<id>/ for another molecule of a transferable run)")
     set_threads()
-    path = run_dir(run, checkpoint)
+    if model is not None:
+        from .. import pretrained
+
+        if checkpoint is not None:
+            raise BoltzflowError("give --model (a pretrained model) or --checkpoint, not both")
+        path = str(pretrained.install(model, run))
+        if is_main():
+            data = pretrained.provenance(model)["dataset"]
+            typer.echo(f"pretrained {model!r} model (trained on {len(data['train'])} dipeptides of "
+                       f"{data['name']!r}; `boltzflow info {model}`) → run directory {path}")
+    else:
+        path = run_dir(run, checkpoint)
     model = runs.read_run_config(Path(path)).model
     loaded = runs.load_run(path, changes=sampling_changes(
         model, device, solver, solver_steps, quadrature_power,
