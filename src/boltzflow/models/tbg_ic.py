@@ -28,7 +28,7 @@ it never saw — with an exact ``log q`` (and its gradient) in one network pass 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,11 @@ class TBGICParams(Section):
         bound: interval splines act on ``[-bound, bound]`` (normalized units).
         frames_per_peptide: MD frames per peptide in one batch (``train.batch_size`` frames in
             all).
+        w_kl: weight of the reverse KL on the training peptides' energies (0: likelihood only).
+        kl_start: first step of the reverse KL.
+        kl_peptides: peptides of each step's batch whose own samples enter the reverse KL.
+        kl_samples: model samples per such peptide.
+        u_high: energies above this (kT) are softened logarithmically in the KL term.
     """
 
     NAME = "tbg-ic"
@@ -122,11 +127,17 @@ class TBGICParams(Section):
     n_bins: int = 8
     bound: float = 5.0
     frames_per_peptide: int = 8
+    w_kl: float = 0.0
+    kl_start: int = 0
+    kl_peptides: int = 4
+    kl_samples: int = 16
+    u_high: float = 1000.0
 
     def validate(self) -> None:
         """Ranges; the width must split over the heads."""
         self.positive("hidden", "n_layers", "attention_layers", "heads", "n_bins", "bound",
-                      "frames_per_peptide")
+                      "frames_per_peptide", "kl_peptides", "kl_samples", "u_high")
+        self.non_negative("w_kl", "kl_start")
         check(self.hidden % self.heads == 0, "tbg-ic.hidden", "a multiple of tbg-ic.heads",
               self.hidden)
 
@@ -608,11 +619,13 @@ class PeptideTables:
         tables: ``[F, R, 3]`` normalized internal coordinates (float32); with a per-molecule
             bound (``torsion_bound``), before it (the bound's inverse applied).
         logdet: ``[F]`` that inverse's log-det (``None``: no per-molecule bound).
+        system_id: the peptide's system (its energy, for the reverse KL).
     """
 
     molecule: Molecule
     tables: Tensor
     logdet: Tensor | None = None
+    system_id: str = ""
 
 
 class TBGICKind(ModelKind):
@@ -622,6 +635,9 @@ class TBGICKind(ModelKind):
     Params = TBGICParams
     transferable = True
     system_defaults = {"id": ""}
+    #: Energy-training settings may change when a run resumes (fine-tuning on the energy).
+    resumable = ("tbg-ic.w_kl", "tbg-ic.kl_start", "tbg-ic.kl_peptides", "tbg-ic.kl_samples",
+                 "tbg-ic.u_high")
     train_defaults = {"batch_size": 128, "checkpoint_every": 250, "warmup": 100,
                       "clip_grad": 10.0}
     sample_defaults = {"batch_size": 2000, "n_samples": 1000}
@@ -677,7 +693,11 @@ class TBGICKind(ModelKind):
                 "with `boltzflow dataset dipeptides --out DIR`")
         stats = (source.previous or {}).get("stats") or fit_chemistry(
             [m for m, _ in raw], [f for _, f in raw])
-        peptides = [tables_of(m, f, stats, config.params, layout) for m, f in raw]
+        from ..data.dipeptides import load_index
+
+        index = load_index(source.dataset)
+        peptides = [replace(tables_of(m, f, stats, config.params, layout),
+                            system_id=index.entry(m.label).system_id) for m, f in raw]
         torch.manual_seed(config.train.seed)
         info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
         return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides, layout)
@@ -720,13 +740,50 @@ class TBGICKind(ModelKind):
 
     def loss(self, batch: tuple[Tensor, RowContext], step: int) -> dict[str, Tensor]:
         """Negative log-likelihood of the normalized coordinates per molecule (the constant
-        normalization and Cartesian log-dets left out)."""
+        normalization and Cartesian log-dets left out); with ``w_kl``, plus ``w_kl`` times the
+        reverse KL ``E_q[u + log q]`` of a few of the step's training peptides (from
+        ``kl_start``)."""
         tables, ctx = batch[:2]
         bound_logdet = batch[2] if len(batch) > 2 else 0.0  # per-molecule bound, precomputed
         if self._table_bound is not None and len(batch) == 2:
             tables, bound_logdet = self._table_bound.to(tables.device).inverse(tables)
         z, logdet = self.module.inverse(tables, ctx)
-        return {"loss": -(log_prior(z, ctx) + logdet + bound_logdet).mean()}
+        nll = -(log_prior(z, ctx) + logdet + bound_logdet).mean()
+        p = self.params
+        if p.w_kl <= 0:
+            return {"loss": nll}
+        if step < p.kl_start:
+            return {"loss": nll, "nll": nll, "kl": torch.full((), float("nan"))}
+        kl = self._reverse_kl(step)
+        return {"loss": nll + p.w_kl * kl, "nll": nll, "kl": kl}
+
+    def _reverse_kl(self, step: int) -> Tensor:
+        """Mean ``u + log q`` over ``kl_samples`` samples of each of ``kl_peptides`` training
+        peptides (this rank's share, chosen per step), energies softened above ``u_high``."""
+        from ..training.losses import reverse_kl
+
+        p, w = self.params, distributed.world()
+        gen = torch.Generator().manual_seed(distributed.step_seed(self.config.train.seed,
+                                                                  step, w.rank) + 1)
+        chosen = torch.randperm(len(self.peptides), generator=gen)[:p.kl_peptides].tolist()
+        torch.manual_seed(distributed.step_seed(self.config.train.seed, step, w.rank))
+        terms = []
+        for i in chosen:
+            flow, energy = self._kl_target(i)
+            terms.append(reverse_kl(flow, energy, p.kl_samples, u_high=p.u_high))
+        return torch.stack(terms).mean()
+
+    def _kl_target(self, i: int) -> tuple[Flow, Any]:
+        """Training peptide ``i``'s flow (sharing the module's parameters) and its energy in
+        the flow's dtype (cached)."""
+        from .. import systems
+
+        cache = self.__dict__.setdefault("_kl_targets", {})
+        if i not in cache:
+            system = systems.get(self.peptides[i].system_id)
+            energy = self.energy_of(system).to(self.device, torch.float32)
+            cache[i] = (self.flow_for(system), energy)
+        return cache[i]
 
     def molecule(self, system: System) -> Molecule:
         """The rows of a molecule (raises one line for chemistry outside the vocabulary)."""

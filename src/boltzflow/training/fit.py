@@ -93,6 +93,28 @@ def _rewrite_log(path: Path, up_to_step: int) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+def _widen_log(path: Path, fields: list[str]) -> list[str]:
+    """The columns to append rows of ``fields`` to the log at ``path``: its own, plus any new
+    ones (a resumed run that adds a loss part, e.g. a reverse KL from a fine-tuning step on);
+    the file is rewritten with the wider header and empty cells in the older rows."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0] if rows else []
+    added = [k for k in fields if k not in header]
+    if not added:
+        return header
+    wide = header[:header.index("lr")] + added + header[header.index("lr"):] \
+        if "lr" in header else header + added
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(wide)
+    for r in rows[1:]:
+        old = dict(zip(header, r))
+        writer.writerow([old.get(k, "") for k in wide])
+    write_text_atomic(path, buf.getvalue())
+    return wide
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -207,8 +229,9 @@ def fit(
                 if log_path is not None and w.is_main:
                     if writer is None:
                         new = not log_path.exists() or log_path.stat().st_size == 0
+                        fields = list(row) if new else _widen_log(log_path, list(row))
                         log_file = log_path.open("a", newline="")
-                        writer = csv.DictWriter(log_file, fieldnames=list(row))
+                        writer = csv.DictWriter(log_file, fieldnames=fields, restval="")
                         if new:
                             writer.writeheader()
                     writer.writerow(row)
