@@ -418,7 +418,8 @@ def ess_line(m: dict[str, Any]) -> str:
         digits = 1 if m["ess_high"] >= 0.01 else 2
         interval = (f"{m['ess_level']:.0%} interval {m['ess_low']:.{digits}%}–"
                     f"{m['ess_high']:.{digits}%}; ")
-    return (f"ESS {m['ess']:.2%} ({interval}{m['ess_samples']:.0f} effective samples; "
+    count = f"{m['ess_samples']:.1f}" if m["ess_samples"] < 100 else f"{m['ess_samples']:.0f}"
+    return (f"ESS {m['ess']:.2%} ({interval}{count} effective samples; "
             f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g})")
 
 
