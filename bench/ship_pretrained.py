@@ -29,7 +29,7 @@ from boltzflow.training import load_checkpoint
 from boltzflow.version import __version__
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "boltzflow" / "pretrained"
-#: Held-out peptides whose per-peptide numbers go into the provenance summary (all of them).
+#: The metrics of each held-out peptide kept in the provenance summary.
 KEEP = ("ess", "ess_samples", "fraction_valid", "energy_w2_model", "energy_w2_reweighted",
         "torus_w2_model", "torus_w2_reweighted", "dF_phi_md", "dF_phi_reweighted")
 

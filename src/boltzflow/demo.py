@@ -213,14 +213,15 @@ def run_zero_shot(
     """
     from . import pretrained, runs, systems
     from .analysis.report import replace_section
+    from .sampling import few_effective_samples
 
     out = Path(out)
     t0 = time.perf_counter()
     info = pretrained.provenance("tbg-ic")
     run = pretrained.load("tbg-ic", out / ZERO_SHOT_DIR)
     system = systems.get(system_id)
-    seen = system_id.partition(":")[2] in info["dataset"]["train"]
     train = info["dataset"]["train"]
+    seen = system_id.partition(":")[2] in train
     echo(f"[zero-shot] the pretrained transferable model (tbg-ic, trained on {len(train)} other "
          f"dipeptides) samples {system_id}, {'a training' if seen else 'a held-out'} peptide: "
          f"{n:,} samples, no training …")
@@ -253,8 +254,6 @@ def run_zero_shot(
     if reference is not None:
         lines += ["", f"MD reference: {len(reference)} frames shipped with the model, "
                   f"{info['references']}."]
-    from .sampling import few_effective_samples
-
     if few_effective_samples(m.get("ess_samples")):
         lines += ["", f"**Few effective samples ({m['ess_samples']:.1f}).** On this peptide the "
                   "model's importance weights are degenerate: the reweighted panel below rests "

@@ -651,6 +651,8 @@ class TBGICKind(ModelKind):
         self.info.update(info)
         # the bound on the row tables' bond and angle columns (padding rows are 0: inside it)
         self._table_bound = self.tail_bound((3,), [BOND, ANGLE])
+        #: training peptide → (its flow, its energy), built on first use by the reverse KL
+        self._kl_targets: dict[int, tuple[Flow, Any]] = {}
 
     @staticmethod
     def layout_of(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -778,12 +780,11 @@ class TBGICKind(ModelKind):
         the flow's dtype (cached)."""
         from .. import systems
 
-        cache = self.__dict__.setdefault("_kl_targets", {})
-        if i not in cache:
+        if i not in self._kl_targets:
             system = systems.get(self.peptides[i].system_id)
             energy = self.energy_of(system).to(self.device, torch.float32)
-            cache[i] = (self.flow_for(system), energy)
-        return cache[i]
+            self._kl_targets[i] = (self.flow_for(system), energy)
+        return self._kl_targets[i]
 
     def molecule(self, system: System) -> Molecule:
         """The rows of a molecule (raises one line for chemistry outside the vocabulary)."""
@@ -803,10 +804,7 @@ class TBGICKind(ModelKind):
         circular = torch.nonzero(mol.flat(mol.circular[None].float())[0].bool())[:, 0]
         ic = mol.ic
         norm = normalization_for(mol, self.stats)
-        if self.layout.get("torsion_bound"):
-            bound = molecule_bound(mol, norm, self.params, self.layout)
-        else:
-            bound = self.tail_bound(ic.dim, torch.cat([ic.bond_indices, ic.angle_indices]))
+        bound = molecule_bound(mol, norm, self.params, self.layout)
         chain = Chain([MoleculeFlow(self.module, mol), *([bound] if bound else []), norm, ic])
         flow = Flow(ProductBase(mol.ic.dim, circular.tolist()), chain, (mol.n_rows, 3))
         return flow.to(self.device)
