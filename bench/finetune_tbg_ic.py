@@ -7,6 +7,11 @@ whether the energy term stays: issue 15 keeps it only if it helps held-out ESS).
 
 Both continue the same checkpoint with the same learning-rate schedule (cosine over
 ``--steps``); prints the held-out table and the training time.
+
+With ``--minutes M`` the total is chosen to fit a wall-clock budget instead: 20 steps are timed
+first and ``--steps`` becomes what the rest of the budget allows. On a GPU machine, train only
+(``--device cuda --minutes 6 --no-eval``) and table the held-out split later on a CPU
+(``--eval-only`` with the same ``--out``).
 """
 
 from __future__ import annotations
@@ -27,27 +32,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, required=True, help="total steps (≥ the source's)")
+    parser.add_argument("--steps", type=int, default=0, help="total steps (≥ the source's)")
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="instead of --steps: train for about this many wall minutes")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=0)
+    parser.add_argument("--no-eval", action="store_true", help="skip the held-out table")
+    parser.add_argument("--eval-only", action="store_true", help="only the held-out table")
     parser.add_argument("--w-kl", type=float, default=0.0)
     parser.add_argument("--kl-peptides", type=int, default=4)
     parser.add_argument("--kl-samples", type=int, default=16)
     parser.add_argument("-n", "--n-samples", type=int, default=1000, help="per held-out peptide")
     args = parser.parse_args()
+    if not (args.steps or args.minutes or args.eval_only):
+        parser.error("give --steps or --minutes")
     torch.set_num_threads(1)
     if not args.out.exists():
         shutil.copytree(args.source, args.out, ignore=shutil.ignore_patterns(
             "eval-*", "refine-bench*", "systems"))
-    config = runs.read_run_config(args.out).to_dict()
-    config["train"]["steps"] = args.steps
-    config["tbg-ic"].update(w_kl=args.w_kl, kl_peptides=args.kl_peptides,
-                            kl_samples=args.kl_samples)
     t0 = time.perf_counter()
-    runs.train(parse_config(config, source="finetune"), args.out, progress=True)
+    if not args.eval_only:
+        config = runs.read_run_config(args.out).to_dict()
+        config["tbg-ic"].update(w_kl=args.w_kl, kl_peptides=args.kl_peptides,
+                                kl_samples=args.kl_samples)
+        if args.device:
+            config["train"]["device"] = args.device
+        if args.checkpoint_every:
+            config["train"]["checkpoint_every"] = args.checkpoint_every
+        steps = args.steps
+        if args.minutes:
+            start = runs.load_run(args.out).model.info["step"]
+            config["train"]["steps"] = start + 20
+            runs.train(parse_config(config, source="finetune"), args.out, progress=False)
+            per_step = (time.perf_counter() - t0) / 20  # includes the set-up: errs short
+            left = args.minutes * 60 - (time.perf_counter() - t0)
+            steps = start + 20 + max(0, int(left / per_step))
+            print(f"{per_step:.3f} s a step over the first 20 (set-up included): "
+                  f"training to step {steps}", flush=True)
+        config["train"]["steps"] = steps
+        runs.train(parse_config(config, source="finetune"), args.out, progress=True)
     seconds = time.perf_counter() - t0
-    run = runs.load_run(args.out)
+    if args.no_eval:
+        print(f"fine-tuning to step {steps} (w_kl {args.w_kl:g}): {seconds:.0f} s this call")
+        return
+    run = runs.load_run(args.out, changes={"train.device": "cpu"})
     result = runs.evaluate_split(run, "test", n_samples=args.n_samples, echo=print)
     print(format_table(result.rows, result.means))
-    print(f"fine-tuning to step {args.steps} (w_kl {args.w_kl:g}): {seconds:.0f} s this call")
+    print(f"step {run.model.info['step']} (w_kl {args.w_kl:g}): {seconds:.0f} s this call")
 
 
 if __name__ == "__main__":
