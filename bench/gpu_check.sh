@@ -5,12 +5,14 @@
 #   1. the CUDA tests (every model kind trains, samples, evaluates and refines on the GPU; the
 #      torch force field on the GPU matches the CPU);
 #   2. the shipped tbg-ic model samples 10,000 of dipeptide:NY with --device cuda (timed);
-#   3. tbg-ic fine-tuned with the energy term on the GPU for a wall budget (FT_MINUTES).
-# Logs and the fine-tuned run come back in $OUT; table the run on a CPU afterwards with
-#   python bench/finetune_tbg_ic.py --from runs/ft-kl-3600 --out runs/ft-gpu --eval-only
+#   3. one tbg-ic training step profiled on the GPU, without and with the energy term;
+#   4. with FT_MINUTES > 0, tbg-ic fine-tuned with the energy term on the GPU for that long
+#      (the fine-tuned run comes back in $OUT; table it on a CPU afterwards with
+#      python bench/finetune_tbg_ic.py --from runs/ft-kl-3600 --out DIR --eval-only).
+# Logs come back in $OUT. Results: docs/benchmarks.md, "GPU".
 set -u
 OUT=${OUT:-out-gpu}; mkdir -p "$OUT"
-FT_MINUTES=${FT_MINUTES:-5}
+FT_MINUTES=${FT_MINUTES:-0}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -33,10 +35,16 @@ for device in cuda; do
   echo "$device: $(( ($(date +%s%N) - start) / 1000000 )) ms (start-up and install included)"
 done 2>&1 | tee "$OUT/sample.log"
 
-echo "== 3. fine-tune tbg-ic with the energy term on the GPU ($FT_MINUTES min)"
+echo "== 3. one tbg-ic training step, profiled"
+for kl in 0 1; do
+  timeout 150 python3 bench/profile_step.py --run .gpu/ft-kl-3600 --device cuda --w-kl $kl \
+    --kl-peptides 8 --kl-samples 32 --steps 3 2>&1 | grep -v USDT | tee "$OUT/profile-kl$kl.log"
+done
+
+[ "$FT_MINUTES" -gt 0 ] || exit 0
+echo "== 4. fine-tune tbg-ic with the energy term on the GPU ($FT_MINUTES min)"
 timeout $(( FT_MINUTES * 60 + 60 )) python3 bench/finetune_tbg_ic.py --from .gpu/ft-kl-3600 \
   --out /tmp/ft-gpu --minutes "$FT_MINUTES" --device cuda --no-eval --w-kl 1 \
   --kl-peptides 8 --kl-samples 32 --checkpoint-every 100 2>&1 | tr '\r' '\n' \
   | grep -v "it/s\]$" | tail -20 | tee "$OUT/finetune.log"
-cp /tmp/ft-gpu/checkpoint.pt /tmp/ft-gpu/config.yaml /tmp/ft-gpu/train_log.csv "$OUT"/ 2>/dev/null
-ls -la "$OUT"
+cp /tmp/ft-gpu/checkpoint.pt /tmp/ft-gpu/config.yaml /tmp/ft-gpu/train_log.csv "$OUT"/

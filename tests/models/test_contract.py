@@ -140,9 +140,8 @@ def test_kind_contract(kind, tmp_path, request):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_kind_trains_samples_and_evaluates_on_cuda(kind, tmp_path, request):
     """``train.device: cuda`` end to end (tbg-ic with its energy term): the model trains and
-    samples on the GPU, its log q is
-    self-consistent there, the same checkpoint loaded on the CPU gives the same log q of the
-    same samples, and evaluation and refinement run."""
+    samples on the GPU, its log q is self-consistent there, the same checkpoint loaded on the
+    CPU gives the same log q of the same samples, and evaluation and refinement run."""
     dataset = request.getfixturevalue("tiny_dipeptides") if KINDS[kind].transferable else None
     data = _config(kind, dataset)
     data["train"]["device"] = "cuda"
@@ -166,7 +165,9 @@ def test_kind_trains_samples_and_evaluates_on_cuda(kind, tmp_path, request):
                                    atol=10 * LOG_PROB_ATOL[kind], rtol=0)
 
     metrics = runs.evaluate(run, system=system if kind in TARGETS else None, plots=False)
-    assert 0 < metrics["ess_samples"] <= config.sample.n_samples
+    # (a 3-step tbg draws no valid sample of the held-out peptide: ESS 0 on the CPU as well)
+    assert metrics["n_samples"] == config.sample.n_samples
+    assert 0 <= metrics["ess_samples"] <= config.sample.n_samples
     if run.model.refine_unsupported is None:
         from boltzflow.sampling.refine import RefineOptions
 
