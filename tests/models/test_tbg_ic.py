@@ -87,6 +87,39 @@ def test_padding_never_changes_real_rows():
         torch.testing.assert_close(log_prior(padded, both)[0], log_prior(z, alone)[0])
 
 
+def test_one_molecule_context_broadcasts_and_tokens_sum_all_tables():
+    """A molecule's flow keeps its context as a batch of one (the token embeddings and the
+    attention bias are computed once for all samples): the same values as the context
+    stacked per sample, and the one summed lookup equals the 20 tables' lookups added."""
+    flow = _random_flow(3)
+    with torch.no_grad():
+        for layer in flow.layers:
+            for slot in layer.tokens.tables:
+                for table in slot:
+                    table.weight.normal_()
+    mol, other = _molecule("dipeptide:GA"), _molecule("dipeptide:PA")
+    one = RowContext.pad([mol])
+    z = torch.randn(5, mol.n_rows, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y1, ld1 = flow.forward(z, one)
+        y2, ld2 = flow.forward(z, RowContext.pad([mol] * 5))
+        torch.testing.assert_close(y1, y2)
+        torch.testing.assert_close(ld1, ld2)
+        bij = MoleculeFlow(flow, mol)
+        flat, ld3 = bij.forward(mol.flat(z))
+        torch.testing.assert_close(flat, mol.flat(y2))
+        torch.testing.assert_close(ld3, ld2)
+
+        tokens = RowContext.pad([mol, other]).tokens
+        embed = flow.layers[0].tokens
+        expected = sum(table(torch.where(tokens[..., slot, f] < 0, table.num_embeddings - 1,
+                                         tokens[..., slot, f]))
+                       for slot, tables in enumerate(embed.tables)
+                       for f, table in enumerate(tables))
+        torch.testing.assert_close(embed(tokens), expected)
+        assert (tokens < 0).any() and expected.abs().mean() > 1  # padding and real tokens
+
+
 def test_round_trip_and_log_det_against_autograd():
     flow = _random_flow(1)
     mol = _molecule("dipeptide:GA")

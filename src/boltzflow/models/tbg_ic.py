@@ -464,13 +464,18 @@ class RowTokens(nn.Module):
             nn.ModuleList(nn.Embedding(sizes[f] + 1, hidden) for f in FEATURES) for _ in range(4))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """``[B, R, 4, 5]`` → ``[B, R, hidden]`` (index −1 is the padding token)."""
-        out = 0
-        for slot, tables in enumerate(self.tables):
-            for f, table in enumerate(tables):
-                t = tokens[..., slot, f]
-                out = out + table(torch.where(t < 0, table.num_embeddings - 1, t))
-        return out
+        """``[B, R, 4, 5]`` → ``[B, R, hidden]`` (index −1 is the padding token).
+
+        One summed lookup (``embedding_bag``) in the 20 tables laid end to end: the same sum
+        as 20 lookups, with one gradient scatter instead of 20."""
+        tables = [table for slot in self.tables for table in slot]
+        sizes = torch.tensor([t.num_embeddings for t in tables], device=tokens.device)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        flat = tokens.reshape(-1, len(tables))
+        index = torch.where(flat < 0, sizes - 1, flat) + offsets
+        weight = torch.cat([t.weight for t in tables])
+        out = nn.functional.embedding_bag(index, weight, mode="sum")
+        return out.view(*tokens.shape[:-2], -1)
 
 
 class Block(nn.Module):
@@ -511,7 +516,7 @@ class Conditioner(nn.Module):
         ``[B, R, 3, 3K]`` spline parameters."""
         v = torch.where(visible, y, 0.0)
         feats = torch.cat([v, torch.where(visible, y.cos(), 0.0), torch.where(visible, y.sin(),
-                           0.0), visible.float()], -1)
+                           0.0), visible.float().expand_as(y)], -1)
         h = self.tokens(ctx.tokens) + self.values(feats)
         bias = self.hop_bias(ctx.hops).permute(0, 3, 1, 2)
         bias = bias.masked_fill(~ctx.rows[:, None, None, :], -math.inf)
@@ -592,7 +597,9 @@ class MoleculeFlow(Bijection):
         self.context = RowContext.pad([molecule])
 
     def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        ctx = self.context.to(z.device).repeat(len(z))
+        # the context keeps its batch of one and broadcasts: the token embeddings and the
+        # attention bias are computed once, not once per sample
+        ctx = self.context.to(z.device)
         table = self.molecule.table(z)
         out, logdet = (self.flow.inverse if inverse else self.flow.forward)(table, ctx)
         return self.molecule.flat(out), logdet
