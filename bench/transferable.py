@@ -56,6 +56,14 @@ noisy, and the script prints the sample count it used.
     .venv/bin/python bench/transferable.py              # the CPU benchmark (~2 h)
     .venv/bin/python bench/transferable.py --quick      # a smoke run (about 1.5 min)
     .venv/bin/python bench/transferable.py --device cuda  # larger model phases on a GPU
+    .venv/bin/python bench/transferable.py --model tbg-ic   # the shipped tbg-ic, side by side
+
+``--model tbg-ic`` trains nothing: it evaluates a ``tbg-ic`` run (``--run``; default the
+pretrained model shipped in the package) on the same 14 held-out dipeptides, 10,000 samples
+each, against the MD shipped with that model (0.1 ns per peptide), and prints every column
+as "CNF / tbg-ic" beside the CNF's rows of the ``cpu`` preset (``bench/results/tbg-cnf-cpu.json``,
+the table in ``docs/benchmarks.md``; ``--cnf`` takes another run's ``evaluation.json``), with
+training seconds and seconds per 10,000 samples.
 """
 
 from __future__ import annotations
@@ -272,6 +280,82 @@ def saved_sample_count(eval_dir: Path) -> int | None:
     return None
 
 
+#: The CNF's rows of the ``cpu`` preset as measured (docs/benchmarks.md), for the side by side.
+CNF_RECORD = Path(__file__).parent / "results" / "tbg-cnf-cpu.json"
+
+#: (heading, metric key, format) of the side-by-side table; each cell is "CNF / tbg-ic".
+SIDE_COLUMNS = (
+    ("ESS", "ess", "{:.2%}"), ("ESS n", "ess_samples", "{:.1f}"),
+    ("valid", "fraction_valid", "{:.1%}"), ("E-W2 raw", "energy_w2_model", "{:.0f}"),
+    ("E-W2 rw", "energy_w2_reweighted", "{:.1f}"), ("T-W2 raw", "torus_w2_model", "{:.2f}"),
+    ("T-W2 rw", "torus_w2_reweighted", "{:.2f}"), ("ΔF ref", "dF_phi_md", "{:.2f}"),
+    ("ΔF rw", "dF_phi_reweighted", "{:.2f}"),
+)
+
+
+def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
+    """The tbg-ic model on the 14 held-out dipeptides (``n`` samples each, against the MD
+    shipped with the pretrained model: 0.1 ns each), printed beside the CNF's rows (``cnf_path``:
+    an ``evaluation.json`` or the record of the ``cpu`` preset) with training seconds and
+    seconds per 10,000 samples. Resumes: a peptide already evaluated with ``n`` samples is
+    re-read, not re-sampled."""
+    import csv
+
+    import numpy as np
+
+    from boltzflow import pretrained, runs
+    from boltzflow.analysis.split import split_table
+
+    run_dir = run_dir or pretrained.install("tbg-ic", Path("runs") / "bench-tbg-ic-side")
+    run = runs.load_run(run_dir)
+    references = pretrained.package_dir("tbg-ic") / pretrained.REFERENCES
+    cnf = json.loads(Path(cnf_path).read_text())
+    rows, results = {}, {}
+    out = run_dir / f"eval-side-{n}"
+    for k, seq in enumerate(sorted(cnf["peptides"])):
+        ref = torch.from_numpy(np.load(references / f"dipeptide-{seq}.npz")["positions"])
+        t0 = time.perf_counter()
+        result = runs.evaluate_molecule_dir(run, f"dipeptide:{seq}", out / seq, n, ref,
+                                            seed=k, plots=True, progress=False)
+        rows[seq], results[seq] = result.metrics, result
+        print(f"[{k + 1}/{len(cnf['peptides'])}] {seq}: {result.summary()} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    split_table(run.model, str(references), "test", rows, results, out, n)
+
+    log = list(csv.DictReader((run_dir / "train_log.csv").open()))
+    ic_train = float(log[-1]["time"]) if log else float("nan")
+    ic_sample = [r.get("sample_seconds_per_sample") for r in rows.values()]
+    ic_per_10k = 1e4 * float(np.mean([x for x in ic_sample if x is not None] or [np.nan]))
+    cnf_per_10k = 1e4 * cnf["sample_seconds"] / cnf["n_samples_total"]
+
+    def cell(m: dict, key: str, fmt: str) -> str:
+        v = m.get(key)
+        return "–" if v is None else fmt.format(v)
+
+    head = "| peptide | n | " + " | ".join(h for h, _, _ in SIDE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(SIDE_COLUMNS) + 2)]
+    for seq in sorted(cnf["peptides"]):
+        a, b = cnf["peptides"][seq], rows[seq]
+        lines.append(f"| {seq} | {a['n_samples']} / {b['n_samples']} | " + " | ".join(
+            f"{cell(a, key, fmt)} / {cell(b, key, fmt)}" for _, key, fmt in SIDE_COLUMNS) + " |")
+    means = []
+    for _, key, fmt in SIDE_COLUMNS:
+        pair = []
+        for table in (cnf["peptides"], rows):
+            vals = [m.get(key) for m in table.values() if m.get(key) is not None]
+            pair.append(fmt.format(float(np.mean(vals))) if vals and not key.startswith("dF")
+                        else "")
+        means.append(" / ".join(pair) if any(pair) else "")
+    lines.append("| **mean** | | " + " | ".join(means) + " |")
+    print(f"\nCNF (tbg, {cnf['reference']}) / tbg-ic ({run.model.describe()}, step "
+          f"{run.model.info.get('step')}; 0.1 ns of MD per peptide), each cell CNF / tbg-ic:\n")
+    print("\n".join(lines))
+    print(f"\ntraining: CNF {cnf['train_seconds']:.0f} s / tbg-ic {ic_train:.0f} s (summed over "
+          f"resumes); seconds per 10,000 samples with exact log q and energies: CNF "
+          f"{cnf_per_10k:.0f} s / tbg-ic {ic_per_10k:.0f} s")
+    print(f"tbg-ic table and Ramachandran grid: {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the quick preset (~3 min)")
@@ -299,7 +383,19 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples per test peptide (default: those of an earlier "
                         "evaluation, else sized from the cost probe)")
+    parser.add_argument("--model", choices=["tbg", "tbg-ic"], default="tbg",
+                        help="tbg-ic: the internal-coordinate model on the same 14 held-out "
+                        "dipeptides, side by side with the CNF's recorded rows")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="--model tbg-ic: its run [the shipped pretrained model, installed "
+                        "into runs/bench-tbg-ic-side]")
+    parser.add_argument("--cnf", type=Path, default=CNF_RECORD,
+                        help="--model tbg-ic: the CNF's evaluation.json (or a record of one) "
+                        "[%(default)s]")
     args = parser.parse_args()
+    if args.model == "tbg-ic":
+        side_by_side(args.run, args.cnf, args.n_samples or 10_000)
+        return
     name = args.preset or ("quick" if args.quick else "cuda" if args.device == "cuda" else "cpu")
     p = PRESETS[name]
     if args.steps is not None:
