@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run on a GPU machine (the workplace's `device` tool; nothing there can be
-# downloaded, so the non-torch dependencies travel as cp312 wheels in .whl/, the pilot dataset
-# in data/dipeptides-pilot and the run to fine-tune in .gpu/ft-kl-3600):
+# downloaded, so the non-torch dependencies travel as cp312 wheels in .whl/ (`bash
+# bench/tbg_device.sh wheels`), the pilot dataset in data/dipeptides-pilot and the run to profile
+# in .gpu/ft-kl-3600 (its checkpoint.pt and config.yaml, in a git-ignored folder)):
+#   run(command="bash bench/gpu_check.sh", carry=[".whl", ".gpu", "data/dipeptides-pilot"])
 #   1. the CUDA tests (every model kind trains, samples, evaluates and refines on the GPU; the
 #      torch force field on the GPU matches the CPU);
 #   2. the shipped tbg-ic model samples 10,000 of dipeptide:NY with --device cuda (timed);

@@ -22,13 +22,13 @@ case "${1:-}" in
 wheels)
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
     mkdir -p .whl
-    # OpenMM 8.6.1 has no Python 3.12 wheel on the registry this machine reaches; 8.3.1 does.
-    # PyYAML: a run directory's config.yaml (boltzflow.runs).
+    # OpenMM 8.6.1's Python 3.12 wheel is tagged manylinux_2_34 (installed and run on an H100
+    # machine, 2026-12-05). PyYAML: a run directory's config.yaml (boltzflow.runs).
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .whl \
-        openmm==8.3.1 mdtraj==1.11.1.post2 PeptideBuilder==1.1.0 biopython==1.88 pyyaml==6.0.4
+        --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 -d .whl \
+        openmm==8.6.1 mdtraj==1.11.1.post2 PeptideBuilder==1.1.0 biopython==1.88 pyyaml==6.0.4
     ls -l .whl
     ;;
 run)
