@@ -302,6 +302,98 @@ def test_relative_keys_share_the_peptide_bond_of_a_pair_never_seen():
     assert keys["AC"][-2] == "b:N-C"
 
 
+def _analog_samples(dataset, system_id: str, key_version: int, n: int = 200):
+    """Samples of a molecule from the normalization alone (an untrained flow: each coordinate
+    its chemistry's mean ± spread, free torsions uniform), statistics fitted on ``dataset``."""
+    from boltzflow.distributions.torus import ProductBase
+    from boltzflow.flow import Flow
+    from boltzflow.models.tbg_ic import fit_chemistry, load_peptide_ics, normalization_for
+    from boltzflow.transforms.base import Chain
+
+    raw = load_peptide_ics(dataset, ic_vocabulary(), key_version=key_version)
+    stats = fit_chemistry([m for m, _ in raw], [f for _, f in raw])
+    system = systems.get(system_id)
+    mol = describe_molecule(system.topology, ic_vocabulary(), system_id,
+                            key_version=key_version, positions=system.positions)
+    circular = torch.nonzero(mol.flat(mol.circular[None].float())[0].bool())[:, 0].tolist()
+    flow = Flow(ProductBase(mol.ic.dim, circular),
+                Chain([normalization_for(mol, stats), mol.ic]), (mol.n_rows, 3))
+    with torch.no_grad():
+        return mol, stats, flow.sample(n).double()
+
+
+def test_middle_residues_and_caps_take_their_dipeptide_analogs(tiny_dipeptides):
+    """Key version 3: a model trained on uncapped dipeptides has, for a tripeptide's middle
+    residue and for the caps, the statistics of the same chemistry in a dipeptide. Before it
+    the middle residue's peptide bond fell back to the element key (C–N pools the peptide bond
+    with Cα–N: 0.142 nm instead of 0.134) and its carbonyl O sat on the next residue's N."""
+    for sid in ("peptide:AGS", "peptide:ACE-ALA-ALA-NME"):
+        system = systems.get(sid)
+        atoms = list(system.topology.atoms)
+        peptide_bonds = [(a.index, b.index) for a, b in system.topology.bonds
+                         if {a.name, b.name} == {"C", "N"} and a.residue != b.residue]
+        carbonyls = [(o.index, n.index) for o in atoms for n in atoms
+                     if o.name == "O" and n.name == "N" and n.residue.index == o.residue.index + 1]
+        amide = {}
+        for version in (2, 3):
+            mol, stats, x = _analog_samples(tiny_dipeptides, sid, version)
+            bond = torch.stack([(x[:, i] - x[:, j]).norm(dim=-1) for i, j in peptide_bonds])
+            gap = torch.stack([(x[:, i] - x[:, j]).norm(dim=-1) for i, j in carbonyls])
+            amide[version] = (bond.median().item(), gap.min().item())
+        assert abs(amide[3][0] - 0.1335) < 0.002, (sid, amide)  # MD: 0.134 nm
+        assert amide[3][1] > 0.2, (sid, amide)  # O and the next N: 0.225 nm apart in a peptide
+        assert amide[2][0] > 0.138 or amide[2][1] < 0.2, (sid, amide)  # what version 2 did
+    # the caps' methyl hydrogens keep ±120° apart (signed keys), here NME's
+    mol, stats, x = _analog_samples(tiny_dipeptides, "peptide:ACE-ALA-ALA-NME", 3)
+    atoms = list(systems.get("peptide:ACE-ALA-ALA-NME").topology.atoms)
+    methyl = [a.index for a in atoms if a.residue.name == "NME" and a.name in ("H1", "H2", "H3")]
+    pairs = [(methyl[i], methyl[j]) for i in range(3) for j in range(i + 1, 3)]
+    closest = min((x[:, i] - x[:, j]).norm(dim=-1).min().item() for i, j in pairs)
+    assert closest > 0.14, closest  # H–H in a methyl group: 0.178 nm
+
+
+def test_upgrading_keys_leaves_dipeptides_alone(tiny_dipeptides, tmp_path):
+    """A key-version-2 model upgraded to version 3 (new statistics added, none changed)
+    samples an uncapped dipeptide exactly as before."""
+    import yaml
+
+    from boltzflow.models.tbg_ic import TBGICKind
+    from boltzflow.training import save_checkpoint
+
+    config = parse_config({**TINY, "system": {"dataset": str(tiny_dipeptides)},
+                           "train": {**TINY["train"], "steps": 3}})
+    run = tmp_path / "v2"
+    runs.train(config, run, progress=False)
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["metadata"]["key_version"] = 2  # as the shipped model was trained
+    from boltzflow.models.tbg_ic import fit_chemistry, load_peptide_ics
+
+    raw = load_peptide_ics(tiny_dipeptides, ic_vocabulary(), key_version=2)
+    state["metadata"]["stats"] = fit_chemistry([m for m, _ in raw], [f for _, f in raw])
+    save_checkpoint(run / "checkpoint.pt", state)
+    up = tmp_path / "v3"
+    up.mkdir()
+    (up / "config.yaml").write_text((run / "config.yaml").read_text())
+    upgraded = dict(state, metadata=TBGICKind.upgrade_keys(state["metadata"], tiny_dipeptides))
+    save_checkpoint(up / "checkpoint.pt", upgraded)
+    meta = upgraded["metadata"]
+    assert meta["key_version"] == 3 and set(state["metadata"]["stats"]) < set(meta["stats"])
+    assert all(meta["stats"][k] == v for k, v in state["metadata"]["stats"].items())
+    assert yaml.safe_load((up / "config.yaml").read_text())["model"] == "tbg-ic"
+
+    system = systems.get("dipeptide:AC")
+    flows = [runs.load_run(d).model.flow_for(system) for d in (run, up)]
+    with torch.no_grad():
+        torch.manual_seed(5)
+        x, log_q = flows[0].sample_and_log_prob(64)
+        torch.manual_seed(5)
+        x3, log_q3 = flows[1].sample_and_log_prob(64)
+    torch.testing.assert_close(x3, x, atol=0, rtol=0)
+    torch.testing.assert_close(log_q3, log_q, atol=0, rtol=0)
+    with pytest.raises(BoltzflowError, match="only key version 2"):
+        TBGICKind.upgrade_keys(meta, tiny_dipeptides)
+
+
 def test_rigid_torsions_stay_within_pi_so_log_q_is_exact(tiny_dipeptides, tmp_path):
     """A rigid torsion with a wide spread (here 2 rad) wraps past ±π unless bounded: then two
     latent values give one torsion and log q, evaluated back, disagrees with sampling."""
@@ -311,7 +403,7 @@ def test_rigid_torsions_stay_within_pi_so_log_q_is_exact(tiny_dipeptides, tmp_pa
                            "train": {**TINY["train"], "steps": 2}}, source="test")
     runs.train(config, tmp_path / "run", progress=False)
     run = runs.load_run(tmp_path / "run")
-    assert run.model.layout["torsion_bound"] and run.model.layout["key_version"] == 2
+    assert run.model.layout["torsion_bound"] and run.model.layout["key_version"] == 3
     system = systems.get("dipeptide:AC")
     mol = run.model.molecule(system)
     circular = mol.flat(mol.circular[None].float())[0].bool()

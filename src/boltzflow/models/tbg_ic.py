@@ -74,8 +74,9 @@ BOND, ANGLE, TORSION = 0, 1, 2
 DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
 #: Layout of new models (checkpoint metadata; models trained before have neither).
 #: ``key_version`` 2: prochiral hydrogens keyed by geometry, residue-relative fallback keys
-#: (:func:`_chemistry_keys`).
-LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 2,
+#: (:func:`_chemistry_keys_v2`); 3: also the dipeptide-analog key of middle residues and caps,
+#: and signed element keys for rigid hydrogen torsions.
+LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 3,
           "torsion_bound": True}
 #: With ``torsion_bound``, a rigid torsion stays within this fraction of π of its mean: beyond
 #: π the normalization's wrap would map two latent values onto one torsion (``log q`` of such a
@@ -87,6 +88,10 @@ BACKBONE = frozenset({"N", "CA", "C", "O", "OXT", "H", "HA", "HT"})
 OWN_BACKBONE = frozenset({"PRO", "GLY", *CAPS})
 #: The last relative key: Pro and Gly main chains as any other.
 CAPS_ONLY = frozenset(CAPS)
+#: Cap atoms that play a main-chain atom in the dipeptide-analog key (key version 3): ACE's
+#: carbonyl is a residue's C and O, the caps' methyl carbons are Cα, NME's amide is N and H.
+CAP_ANALOGS = {("ACE", "C"): "C", ("ACE", "O"): "O", ("ACE", "CH3"): "CA",
+               ("NME", "N"): "N", ("NME", "H"): "H", ("NME", "C"): "CA"}
 
 
 def ic_vocabulary() -> Vocabulary:
@@ -146,14 +151,24 @@ class TBGICParams(Section):
 # the molecule: Z-matrix, row table, chemistry keys
 
 
-def peptide_zmatrix(topology: Any, ring_closures: bool = True) -> ZMatrix:
+def peptide_zmatrix(topology: Any, ring_closures: bool = True,
+                    frame_at_start: bool = False) -> ZMatrix:
     """A Z-matrix with the main chain as spine and a chemistry order for everything else;
-    each ring's closing bond a coordinate (``ring_closures``)."""
+    each ring's closing bond a coordinate (``ring_closures``).
+
+    The frame sits in the middle of the main chain, or (``frame_at_start``, key version 3) on
+    the first residue's carbonyl C (ACE's when capped), its Cα (ACE's methyl) and the next N:
+    every residue after the first is then built from its N onwards, as a dipeptide's second
+    residue is, whatever the length, and the first as a dipeptide's first. (For an uncapped
+    dipeptide both frames are the same; from the middle, a tripeptide's first residue was built
+    backwards from the second, by references no dipeptide has.)"""
     atoms = list(topology.atoms)
-    spine = []
+    spine, start = [], None
     for res in topology.residues:
         names = {a.name: a.index for a in res.atoms}
         spine += [names[n] for n in SPINE.get(res.name, ("N", "CA", "C")) if n in names]
+        if start is None and "C" in names and names["C"] in spine:
+            start = spine.index(names["C"])
     heavy_rank = {n: i for i, n in enumerate((*HEAVY_ATOMS, "CH3"))}
     priority = sorted(range(len(atoms)), key=lambda i: (
         atoms[i].residue.index, atoms[i].element.symbol == "H",
@@ -163,7 +178,8 @@ def peptide_zmatrix(topology: Any, ring_closures: bool = True) -> ZMatrix:
     hydrogen = [a.element.symbol == "H" for a in atoms]
     return zmatrix_from_graph(len(atoms), bonds, hydrogen, spine=spine,
                               priority=[rank[i] for i in range(len(atoms))],
-                              ring_closures=ring_closures)
+                              ring_closures=ring_closures,
+                              frame=start if frame_at_start else None)
 
 
 @dataclass
@@ -221,7 +237,7 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
     :data:`LAYOUT`; ``positions`` (``[n_atoms, 3]``, any configuration of the molecule) tell
     the prochiral hydrogens apart in key version 2."""
     encoding: MoleculeEncoding = encode_topology(topology, vocabulary, label=label)
-    zmatrix = peptide_zmatrix(topology, ring_closures)
+    zmatrix = peptide_zmatrix(topology, ring_closures, frame_at_start=key_version >= 3)
     ic = InternalCoordinates(zmatrix)
     rows = zmatrix.rows
     n = len(rows)
@@ -238,7 +254,7 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
             raise ValueError("key version 2 needs the molecule's positions (prochiral hydrogens)")
         flat = ic.inverse(torch.as_tensor(positions, dtype=torch.float64)[None])[0][0]
         keys = _chemistry_keys_v2(topology, rows, zmatrix.closures, circular[3:, TORSION],
-                                  flat[ic.torsion_indices])
+                                  flat[ic.torsion_indices], analogs=key_version >= 3)
     else:
         keys = _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names)
     return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys)
@@ -288,9 +304,9 @@ def _hydrogen_stem(name: str) -> str:
 
 
 def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tensor,
-                       torsions: Tensor) -> list[tuple[str, ...]]:
-    """Per flat coordinate: ``(exact, relative, relative with any main chain, element, type)``
-    keys of its normalization.
+                       torsions: Tensor, analogs: bool = False) -> list[tuple[str, ...]]:
+    """Per flat coordinate: ``(exact, relative, relative with any main chain, [dipeptide
+    analog,] element, type)`` keys of its normalization.
 
     - Hydrogens are named by their stem (``HB2``, ``HB3`` → ``HB``), and a hydrogen's rigid
       torsion (an offset of about ±120° from a sibling) carries the sign it has in the given
@@ -305,6 +321,23 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
       the element key (``C-N``) pools peptide and Cα–N bonds, free and rigid torsions. A
       second relative key treats Pro's and Gly's main chain like any other (Gly–Pro was never
       a training pair).
+    - With ``analogs`` (key version 3), the exact key writes the residue offset of an atom in
+      another residue (``ALA:O-ALA:C-ALA:CA-+1ALA:N``): without it the carbonyl O of a
+      capped Ala-Ala's first Ala, whose torsion partner is the next residue's N, took the
+      statistics of a C-terminal Ala's O, whose partner is its own N. And the
+      *dipeptide-analog* key gives what a model trained
+      on uncapped dipeptides never saw the place of the same chemistry in a dipeptide: a
+      middle residue (of a tripeptide or a capped peptide) is neither first nor last, so its
+      relative keys match nothing, and without this key its peptide bonds fell back to the
+      element key (C–N: 0.142 instead of 0.134 nm) and its carbonyl O's offset to a pooled
+      one (O on top of the next N in every sample). Across residues the lower one is written
+      as a chain's first (``^``) and the higher as its last (``$``): a peptide bond is every
+      dipeptide's; within a middle residue or a cap, a coordinate with its amide N or H is
+      written as a last residue's (amide side), any other as a first residue's (carbonyl
+      side); the caps' carbonyl, amide and methyl carbons are main-chain C, O, N, H and Cα
+      (:data:`CAP_ANALOGS`). The element key of a rigid hydrogen torsion carries its sign, and
+      after it comes ``t:H-*-*-H:±`` (any centre: a sibling hydrogen ±120° away), so the
+      methyl hydrogens of a cap never seen keep apart.
     """
     atoms = list(topology.atoms)
     residues = list(topology.residues)
@@ -313,8 +346,10 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
     def stem(a: Any) -> str:
         return _hydrogen_stem(a.name) if a.element.symbol == "H" else a.name
 
-    def exact(i: int) -> str:
-        return f"{atoms[i].residue.name}:{stem(atoms[i])}"
+    def exact(i: int, origin: int) -> str:
+        offset = atoms[i].residue.index - atoms[origin].residue.index if analogs else 0
+        name = f"{atoms[i].residue.name}:{stem(atoms[i])}"
+        return f"{offset:+d}{name}" if offset else name
 
     def relative(i: int, origin: int, own: frozenset[str] = OWN_BACKBONE) -> str:
         a = atoms[i]
@@ -324,6 +359,28 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
         res += ("^" if a.residue.index == first else "") + ("$" if a.residue.index == last else "")
         offset = a.residue.index - atoms[origin].residue.index
         return f"{offset:+d}{res}:{stem(a)}" if offset else f"{res}:{stem(a)}"
+
+    def analog(i: int, origin: int, members: list[int]) -> str:
+        a = atoms[i]
+        res, name = a.residue, stem(a)
+        if res.name in CAPS:  # its carbonyl, amide and methyl carbon as main chain, its H apart
+            mapped = CAP_ANALOGS.get((res.name, name))
+            label, name = ("*", mapped) if mapped else (res.name, name)
+        else:
+            label = "*" if name in BACKBONE else res.name
+        span = {atoms[m].residue.index for m in members}
+        if len(span) > 1:  # across residues: the lower is a first residue, the higher a last
+            label += "^" if res.index == min(span) else "$"
+        elif res.index == first and res.name not in CAPS:
+            label += "^" + ("$" if res.index == last else "")
+        elif res.index == last and res.name not in CAPS:
+            label += "$"
+        else:  # a middle residue or a cap: amide side like a last residue, else a first's
+            amide = any(CAP_ANALOGS.get((atoms[m].residue.name, stem(atoms[m])),
+                                        stem(atoms[m])) in ("N", "H") for m in members)
+            label += "$" if amide else "^"
+        offset = res.index - atoms[origin].residue.index
+        return f"{offset:+d}{label}:{name}" if offset else f"{label}:{name}"
 
     keys: list[tuple[str, ...]] = []
     n = len(rows)
@@ -339,10 +396,13 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
             if col == TORSION and atoms[members[0]].element.symbol == "H" and not bool(free[r - 3]):
                 sign = ":+" if float(torsions[r - 3]) > 0 else ":-"
             keys.append((
-                f"{kind}:" + "-".join(exact(a) for a in members) + sign,
+                f"{kind}:" + "-".join(exact(a, members[0]) for a in members) + sign,
                 f"{kind}:" + "-".join(relative(a, members[0]) for a in members) + sign,
                 f"{kind}:" + "-".join(relative(a, members[0], CAPS_ONLY) for a in members) + sign,
-                element,
+                *([f"{kind}:" + "-".join(analog(a, members[0], members) for a in members) + sign,
+                   element + sign] if analogs else [element]),
+                *([f"t:{atoms[members[0]].element.symbol}-*-*-"
+                   f"{atoms[members[3]].element.symbol}{sign}"] if analogs and sign else []),
                 kind,
             ))
     return keys
@@ -719,6 +779,24 @@ class TBGICKind(ModelKind):
         info = {k: metadata[k] for k in ("dataset", "train_sequences") if k in metadata}
         return cls(config, RowFlow(config.params, vocabulary), metadata["stats"], info,
                    layout=cls.layout_of(metadata))
+
+    @staticmethod
+    def upgrade_keys(metadata: dict[str, Any], dataset: str | Path, max_frames: int = 0
+                     ) -> dict[str, Any]:
+        """A key-version-2 checkpoint's metadata at key version 3, for a model trained on
+        uncapped dipeptides: the statistics of the new keys (dipeptide analogs of middle
+        residues and caps, signed element keys) fitted on its training split of ``dataset``,
+        every statistic it had kept as it was. An uncapped dipeptide's Z-matrix and
+        normalization, hence its samples and ``log q``, do not change; capped peptides and
+        tripeptides get the keys and frame of version 3."""
+        if int(metadata.get("key_version", 1)) != 2:
+            raise BoltzflowError(f"only key version 2 upgrades to 3, this checkpoint has "
+                                 f"{metadata.get('key_version', 1)}")
+        raw = load_peptide_ics(dataset, Vocabulary.from_dict(metadata["vocabulary"]),
+                               max_frames, ring_closures=bool(metadata["ring_closures"]),
+                               hydrogen_names=bool(metadata["hydrogen_names"]), key_version=3)
+        fitted = fit_chemistry([m for m, _ in raw], [f for _, f in raw])
+        return {**metadata, "stats": {**fitted, **metadata["stats"]}, "key_version": 3}
 
     def metadata(self) -> dict[str, Any]:
         """Vocabulary, chemistry statistics, the training peptides and the layout."""

@@ -139,6 +139,7 @@ def zmatrix_from_graph(
     spine: Sequence[int] | None = None,
     priority: Sequence[int] | None = None,
     ring_closures: bool = False,
+    frame: int | None = None,
 ) -> ZMatrix:
     """A deterministic Z-matrix from a bond graph.
 
@@ -169,6 +170,9 @@ def zmatrix_from_graph(
             (default: the atom index), so that the same chemistry gets the same references in
             every molecule.
         ring_closures: make each ring's closing bond a coordinate (closure rows).
+        frame: the position in the chain of the frame's atom ``a0`` instead of the middle
+            (clamped to ``[1, len(chain) - 2]``), e.g. a peptide's first carbonyl C, so that
+            every residue is built in the same direction whatever the chain's length.
 
     Returns:
         The :class:`ZMatrix`.
@@ -205,7 +209,7 @@ def zmatrix_from_graph(
     if len(heavy) < 3 or len(_distances(adjacency, min(heavy), heavy)) != len(heavy):
         heavy = set(range(n_atoms))
     chain = _longest_chain(adjacency, heavy) if spine is None else _check_spine(spine, neighbours)
-    middle = (len(chain) - 1) // 2
+    middle = (len(chain) - 1) // 2 if frame is None else min(max(int(frame), 1), len(chain) - 2)
     a0, a1, a2 = chain[middle], chain[middle - 1], chain[middle + 1]
 
     order = [a0, a1, a2]
