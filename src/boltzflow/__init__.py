@@ -32,8 +32,7 @@ from .distributions import Boltzmann, Distribution, MeanFreeNormal, StandardNorm
 from .energies import Energy  # noqa: E402
 from .flow import Flow  # noqa: E402
 from .transforms import Bijection, Chain, Inverse  # noqa: E402
-
-from .version import __version__  # noqa: E402
+from .version import __version__  # noqa: E402, F401
 
 __all__ = [
     "Bijection",

@@ -12,9 +12,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from cli_util import run_main
 
 from boltzflow.analysis import free_energy_profile, molplots, plot_free_energy_profiles
-from cli_util import run_main
 
 
 def test_phi_profile_axis_follows_finite_data_when_a_bin_holds_one_sample(tmp_path, monkeypatch):

@@ -12,10 +12,14 @@ import torch
 from cli_util import one_and_two_ranks
 from cli_util import run_main as _run
 
-from boltzflow import systems
-from boltzflow.continuous import RK4, PeptideEGNN
+from boltzflow import runs, systems
+from boltzflow.analysis.evaluate import evaluate_samples
+from boltzflow.analysis.split import format_table
+from boltzflow.continuous import PeptideEGNN
 from boltzflow.errors import BoltzflowError, ConfigError
 from boltzflow.geometry import center
+from boltzflow.models import config_with, parse_config
+from boltzflow.models.tbg import flow_matching_batch_loss, load_peptides
 from boltzflow.sampling import Samples
 from boltzflow.systems.encoding import PeptideContext, Vocabulary, encode_topology
 from boltzflow.testing import assert_equivariant
@@ -26,11 +30,6 @@ from boltzflow.training import (
     molecule_ot,
     transport_cost,
 )
-from boltzflow import runs
-from boltzflow.analysis.evaluate import evaluate_samples
-from boltzflow.analysis.split import format_table
-from boltzflow.models import config_with, parse_config
-from boltzflow.models.tbg import flow_matching_batch_loss, load_peptides
 
 #: A tiny transferable model: 2 peptides × 4 frames per step.
 TINY = {

@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
+from cli_util import run_main
 
 from boltzflow import pretrained, runs, systems
 from boltzflow.errors import BoltzflowError
 from boltzflow.sampling import Samples
 from boltzflow.training import load_checkpoint
-from cli_util import run_main
 
 
 def test_the_shipped_model_is_small_complete_and_held_out_from_its_own_training():

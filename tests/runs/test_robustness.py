@@ -17,7 +17,6 @@ from boltzflow.models import parse_config
 from boltzflow.training import combined_loss, fit, load_checkpoint
 
 
-
 def small(steps: int, **train: int) -> RunConfig:
     """A tiny coupling run of double-well trained by likelihood alone."""
     return parse_config({

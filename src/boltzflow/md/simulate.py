@@ -18,8 +18,8 @@ from ..data import files
 from ..data.dataset import Dataset, system_provenance, utc_now, write_topology_pdb
 from ..errors import BoltzflowError
 from ..systems.molecule import MolecularSystem
-from .replica_exchange import check_ladder, log_acceptance, neighbour_pairs
 from .parallel import ParallelWalkers
+from .replica_exchange import check_ladder, log_acceptance, neighbour_pairs
 from .walkers import Walkers, platform_by_name, read_state
 
 #: Provenance keys that must agree for a rerun to continue an existing dataset.
