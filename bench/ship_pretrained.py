@@ -8,6 +8,12 @@ evaluation, checksum) and the MD frames of the held-out peptides (``references/`
 
     .venv/bin/python bench/ship_pretrained.py --run runs/bench-tbg-ic-h \\
         --data data/dipeptides-pilot --command "python bench/transferable_ic.py ..."
+
+``--upgrade-keys`` ships a key-version-2 run at key version 3 (``TBGICKind.upgrade_keys``: the
+statistics of the new keys fitted on ``--data``'s training split, weights and every other
+statistic unchanged). ``--references DIR`` takes the held-out peptides' MD from another
+dipeptide dataset (e.g. parallel tempering, ``boltzflow dataset dipeptides --split test
+--replicas 4``), thinned to ``--reference-frames`` evenly spaced frames.
 """
 
 from __future__ import annotations
@@ -34,12 +40,29 @@ KEEP = ("ess", "ess_samples", "fraction_valid", "energy_w2_model", "energy_w2_re
         "torus_w2_model", "torus_w2_reweighted", "dF_phi_md", "dF_phi_reweighted")
 
 
+def _describe_references(args: argparse.Namespace, meta: dict) -> str:
+    """What the shipped reference MD is, in one line."""
+    if args.references is None:
+        return (f"plain MD of the held-out peptides from the same dataset ({meta['md']['ns']:g} "
+                f"ns each, a frame every {meta['md']['frame_interval_ps']:g} ps)")
+    md = json.loads((args.references / "index.json").read_text())["md"]
+    kind = (f"the {meta['temperature']:g} K replica of parallel tempering ({md['replicas']} "
+            f"replicas up to {md['t_max']:g} K)" if md.get("replicas", 1) > 1 else "plain MD")
+    return (f"{kind} of the held-out peptides ({args.references.name}: {md['ns']:g} ns each, "
+            f"{args.reference_frames} evenly spaced frames kept)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="trained tbg-ic run directory")
     parser.add_argument("--data", type=Path, required=True, help="its dipeptide dataset")
     parser.add_argument("--command", required=True, help="the command that trained it")
     parser.add_argument("--name", default="tbg-ic")
+    parser.add_argument("--upgrade-keys", action="store_true",
+                        help="ship a key-version-2 run at key version 3")
+    parser.add_argument("--references", type=Path, default=None,
+                        help="dataset holding the held-out peptides' reference MD [--data]")
+    parser.add_argument("--reference-frames", type=int, default=500)
     args = parser.parse_args()
 
     out = ROOT / MODELS[args.name]
@@ -48,15 +71,23 @@ def main() -> None:
     slim = {k: state[k] for k in ("version", "step", "model", "elapsed", "metadata")
             if k in state}
     slim["metadata"] = {**slim["metadata"], "dataset": args.data.name}
+    if args.upgrade_keys:
+        from boltzflow.models.tbg_ic import TBGICKind
+
+        slim["metadata"] = TBGICKind.upgrade_keys(slim["metadata"], args.data)
     torch.save(slim, out / "checkpoint.pt")
     config = runs.read_run_config(args.run).to_dict()
     config["system"]["dataset"] = ""
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     index = load_index(args.data)
+    ref_index = load_index(args.references) if args.references else index
     (out / REFERENCES).mkdir(exist_ok=True)
     for seq in index.sequences("test"):
-        frames = index.dataset(seq).positions.to(torch.float32).numpy()
+        frames = ref_index.dataset(seq).positions.to(torch.float32).numpy()
+        if len(frames) > args.reference_frames:
+            frames = frames[np.linspace(0, len(frames) - 1, args.reference_frames).round()
+                            .astype(int)]
         np.savez_compressed(out / REFERENCES / f"{runs.slug('dipeptide:' + seq)}.npz",
                             positions=frames, system_id=f"dipeptide:{seq}")
     meta = json.loads((args.data / "index.json").read_text())
@@ -78,9 +109,7 @@ def main() -> None:
                     "solvent": meta["solvent"], "temperature": meta["temperature"],
                     "md": meta["md"],
                     "train": index.sequences("train"), "test": index.sequences("test")},
-        "references": ("plain MD of the held-out peptides from the same dataset "
-                       f"({meta['md']['ns']:g} ns each, a frame every "
-                       f"{meta['md']['frame_interval_ps']:g} ps)"),
+        "references": _describe_references(args, meta),
         "evaluation": evaluation,
         "sha256": hashlib.sha256((out / "checkpoint.pt").read_bytes()).hexdigest(),
         "boltzflow_version": __version__,

@@ -126,5 +126,7 @@ def describe(name: str) -> str:
         lines.append(f"  held-out mean ({n} samples each): ESS {means['ess']:.2%} "
                      f"({means['ess_samples']:.1f} effective samples), valid "
                      f"{means['fraction_valid']:.1%}")
+    if info.get("references"):
+        lines.append(f"  reference MD shipped: {info['references']}")
     lines.append(f"  checkpoint sha256 {info['sha256']}")
     return "\n".join(lines)
