@@ -60,7 +60,8 @@ noisy, and the script prints the sample count it used.
 
 ``--model tbg-ic`` trains nothing: it evaluates a ``tbg-ic`` run (``--run``; default the
 pretrained model shipped in the package) on the same 14 held-out dipeptides, 10,000 samples
-each, against the MD shipped with that model (0.1 ns per peptide), and prints every column
+each, against the MD shipped with that model (the 310 K replica of 1 ns of parallel tempering
+per peptide), and prints every column
 as "CNF / tbg-ic" beside the CNF's rows of the ``cpu`` preset (``bench/results/tbg-cnf-cpu.json``,
 the table in ``docs/benchmarks.md``; ``--cnf`` takes another run's ``evaluation.json``), with
 training seconds and seconds per 10,000 samples.
@@ -288,19 +289,17 @@ SIDE_COLUMNS = (
     ("ESS", "ess", "{:.2%}"), ("ESS n", "ess_samples", "{:.1f}"),
     ("valid", "fraction_valid", "{:.1%}"), ("E-W2 raw", "energy_w2_model", "{:.0f}"),
     ("E-W2 rw", "energy_w2_reweighted", "{:.1f}"), ("T-W2 raw", "torus_w2_model", "{:.2f}"),
-    ("T-W2 rw", "torus_w2_reweighted", "{:.2f}"), ("ΔF ref", "dF_phi_md", "{:.2f}"),
+    ("T-W2 rw", "torus_w2_reweighted", "{:.2f}"), ("ΔF ref (± block)", "dF_phi_md", "{:.2f}"),
     ("ΔF rw", "dF_phi_reweighted", "{:.2f}"),
 )
 
 
 def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
     """The tbg-ic model on the 14 held-out dipeptides (``n`` samples each, against the MD
-    shipped with the pretrained model: 0.1 ns each), printed beside the CNF's rows (``cnf_path``:
+    shipped with the pretrained model), printed beside the CNF's rows (``cnf_path``:
     an ``evaluation.json`` or the record of the ``cpu`` preset) with training seconds and
     seconds per 10,000 samples. Resumes: a peptide already evaluated with ``n`` samples is
     re-read, not re-sampled."""
-    import csv
-
     import numpy as np
 
     from boltzflow import pretrained, runs
@@ -322,15 +321,19 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     split_table(run.model, str(references), "test", rows, results, out, n)
 
-    log = list(csv.DictReader((run_dir / "train_log.csv").open()))
-    ic_train = float(log[-1]["time"]) if log else float("nan")
+    from boltzflow.training import load_checkpoint
+
+    ic_train = float(load_checkpoint(run_dir / "checkpoint.pt").get("elapsed", float("nan")))
     ic_sample = [r.get("sample_seconds_per_sample") for r in rows.values()]
     ic_per_10k = 1e4 * float(np.mean([x for x in ic_sample if x is not None] or [np.nan]))
     cnf_per_10k = 1e4 * cnf["sample_seconds"] / cnf["n_samples_total"]
 
     def cell(m: dict, key: str, fmt: str) -> str:
         v = m.get(key)
-        return "–" if v is None else fmt.format(v)
+        if v is None:
+            return "–"
+        err = m.get(f"{key}_stderr") if key == "dF_phi_md" else None  # block error of the MD
+        return fmt.format(v) + ("" if err is None else f" ± {err:.2f}")
 
     head = "| peptide | n | " + " | ".join(h for h, _, _ in SIDE_COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(SIDE_COLUMNS) + 2)]
@@ -348,10 +351,11 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
         means.append(" / ".join(pair) if any(pair) else "")
     lines.append("| **mean** | | " + " | ".join(means) + " |")
     print(f"\nCNF (tbg, {cnf['reference']}) / tbg-ic ({run.model.describe()}, step "
-          f"{run.model.info.get('step')}; 0.1 ns of MD per peptide), each cell CNF / tbg-ic:\n")
+          f"{run.model.info.get('step')}; reference: {pretrained.provenance('tbg-ic')['references']}"
+          "), each cell CNF / tbg-ic:\n")
     print("\n".join(lines))
-    print(f"\ntraining: CNF {cnf['train_seconds']:.0f} s / tbg-ic {ic_train:.0f} s (summed over "
-          f"resumes); seconds per 10,000 samples with exact log q and energies: CNF "
+    print(f"\ntraining: CNF {cnf['train_seconds']:.0f} s / tbg-ic {ic_train:.0f} s (the "
+          f"checkpoint's, summed over resumes); seconds per 10,000 samples with exact log q and energies: CNF "
           f"{cnf_per_10k:.0f} s / tbg-ic {ic_per_10k:.0f} s")
     print(f"tbg-ic table and Ramachandran grid: {out}")
 

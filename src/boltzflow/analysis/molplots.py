@@ -168,8 +168,8 @@ def plot_ramachandran_grid(
     plt = pyplot()
     n_cols = max(1, min(n_cols, len(entries)))
     n_rows = math.ceil(len(entries) / n_cols)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(2.4 * n_cols + 0.8, 2.4 * n_rows), squeeze=False
+    fig, axes = plt.subplots(  # room above each row for a two-line panel title
+        n_rows, n_cols, figsize=(2.6 * n_cols + 0.8, 3.0 * n_rows), squeeze=False
     )
     cmap = _cmap(plt)
     unit = "°" if degrees else "rad"
@@ -177,12 +177,14 @@ def plot_ramachandran_grid(
     for ax, entry in zip(flat, entries):
         image = _draw(ax, entry, bins=bins, f_max=f_max, degrees=degrees, cmap=cmap)
         ax.tick_params(labelsize=6)
+        ax.title.set_fontsize(7)
     for ax in flat[len(entries) :]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel(f"φ ({unit})", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"ψ ({unit})", fontsize=8)
+    fig.subplots_adjust(hspace=0.6)
     fig.colorbar(image, ax=flat, label="free energy (kT)", shrink=0.8)
     return save_figure(fig, path)
 
