@@ -8,6 +8,7 @@ Launch any command with ``torchrun --nproc-per-node N -m boltzflow ...``. ``torc
 from __future__ import annotations
 
 import atexit
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
@@ -56,7 +57,18 @@ def init(device: str = "cpu") -> World:
 
 
 def _shutdown() -> None:
+    """Leave the process group together: a rank that tore gloo down while the other still
+    used it aborted the other ("terminate called without an active exception", seen a few
+    times under load), so every rank waits for the rest first (at most 30 s: a rank that
+    crashed is not waited for longer)."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+            else:
+                dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer is gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
