@@ -26,6 +26,7 @@ import torch
 from boltzflow import runs
 from boltzflow.analysis.split import format_table
 from boltzflow.models import parse_config
+from boltzflow.training import load_checkpoint
 
 
 def main() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
             config["train"]["checkpoint_every"] = args.checkpoint_every
         steps = args.steps
         if args.minutes:
-            start = runs.load_run(args.out).model.info["step"]
+            start = int(load_checkpoint(args.out / "checkpoint.pt")["step"])
             config["train"]["steps"] = start + 20
             runs.train(parse_config(config, source="finetune"), args.out, progress=False)
             per_step = (time.perf_counter() - t0) / 20  # includes the set-up: errs short

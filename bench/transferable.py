@@ -303,7 +303,7 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
     import numpy as np
 
     from boltzflow import pretrained, runs
-    from boltzflow.analysis.split import split_table
+    from boltzflow.analysis.split import mean_of, split_table
 
     run_dir = run_dir or pretrained.install("tbg-ic", Path("runs") / "bench-tbg-ic-side")
     run = runs.load_run(run_dir)
@@ -312,9 +312,10 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
     rows, results = {}, {}
     out = run_dir / f"eval-side-{n}"
     for k, seq in enumerate(sorted(cnf["peptides"])):
-        ref = torch.from_numpy(np.load(references / f"dipeptide-{seq}.npz")["positions"])
+        system_id = f"dipeptide:{seq}"
+        ref = torch.from_numpy(np.load(references / f"{runs.slug(system_id)}.npz")["positions"])
         t0 = time.perf_counter()
-        result = runs.evaluate_molecule_dir(run, f"dipeptide:{seq}", out / seq, n, ref,
+        result = runs.evaluate_molecule_dir(run, system_id, out / seq, n, ref,
                                             seed=k, plots=True, progress=False)
         rows[seq], results[seq] = result.metrics, result
         print(f"[{k + 1}/{len(cnf['peptides'])}] {seq}: {result.summary()} "
@@ -324,8 +325,8 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
     from boltzflow.training import load_checkpoint
 
     ic_train = float(load_checkpoint(run_dir / "checkpoint.pt").get("elapsed", float("nan")))
-    ic_sample = [r.get("sample_seconds_per_sample") for r in rows.values()]
-    ic_per_10k = 1e4 * float(np.mean([x for x in ic_sample if x is not None] or [np.nan]))
+    ic_per_10k = 1e4 * (mean_of([r.get("sample_seconds_per_sample") for r in rows.values()])
+                        or float("nan"))
     cnf_per_10k = 1e4 * cnf["sample_seconds"] / cnf["n_samples_total"]
 
     def cell(m: dict, key: str, fmt: str) -> str:
@@ -345,9 +346,8 @@ def side_by_side(run_dir: Path | None, cnf_path: Path, n: int) -> None:
     for _, key, fmt in SIDE_COLUMNS:
         pair = []
         for table in (cnf["peptides"], rows):
-            vals = [m.get(key) for m in table.values() if m.get(key) is not None]
-            pair.append(fmt.format(float(np.mean(vals))) if vals and not key.startswith("dF")
-                        else "")
+            mean = None if key.startswith("dF") else mean_of([m.get(key) for m in table.values()])
+            pair.append("" if mean is None else fmt.format(mean))
         means.append(" / ".join(pair) if any(pair) else "")
     lines.append("| **mean** | | " + " | ".join(means) + " |")
     print(f"\nCNF (tbg, {cnf['reference']}) / tbg-ic ({run.model.describe()}, step "

@@ -360,12 +360,14 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
         offset = a.residue.index - atoms[origin].residue.index
         return f"{offset:+d}{res}:{stem(a)}" if offset else f"{res}:{stem(a)}"
 
+    def role(a: Any) -> str:  # the main-chain atom a cap atom plays, else its own stem
+        return CAP_ANALOGS.get((a.residue.name, stem(a)), stem(a))
+
     def analog(i: int, origin: int, members: list[int]) -> str:
         a = atoms[i]
-        res, name = a.residue, stem(a)
+        res, name = a.residue, role(a)
         if res.name in CAPS:  # its carbonyl, amide and methyl carbon as main chain, its H apart
-            mapped = CAP_ANALOGS.get((res.name, name))
-            label, name = ("*", mapped) if mapped else (res.name, name)
+            label = "*" if (res.name, stem(a)) in CAP_ANALOGS else res.name
         else:
             label = "*" if name in BACKBONE else res.name
         span = {atoms[m].residue.index for m in members}
@@ -376,8 +378,7 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
         elif res.index == last and res.name not in CAPS:
             label += "$"
         else:  # a middle residue or a cap: amide side like a last residue, else a first's
-            amide = any(CAP_ANALOGS.get((atoms[m].residue.name, stem(atoms[m])),
-                                        stem(atoms[m])) in ("N", "H") for m in members)
+            amide = any(role(atoms[m]) in ("N", "H") for m in members)
             label += "$" if amide else "^"
         offset = res.index - atoms[origin].residue.index
         return f"{offset:+d}{label}:{name}" if offset else f"{label}:{name}"
@@ -507,11 +508,6 @@ class RowContext:
         return RowContext(*(t.to(device) for t in (self.tokens, self.entries, self.circular,
                                                    self.hops, self.rows)))
 
-    def repeat(self, n: int) -> RowContext:
-        """One molecule's context repeated ``n`` times along the batch."""
-        return RowContext(*(t.expand(n, *t.shape[1:]) for t in (
-            self.tokens, self.entries, self.circular, self.hops, self.rows)))
-
 
 class RowTokens(nn.Module):
     """A row's token: the sum of its atom's and its three references' feature embeddings, one
@@ -522,18 +518,19 @@ class RowTokens(nn.Module):
         sizes = vocabulary.sizes
         self.tables = nn.ModuleList(
             nn.ModuleList(nn.Embedding(sizes[f] + 1, hidden) for f in FEATURES) for _ in range(4))
+        # the 20 tables laid end to end: each one's size and first row (not in the state dict)
+        rows = torch.tensor([sizes[f] + 1 for _ in range(4) for f in FEATURES])
+        self.register_buffer("sizes", rows, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(rows, 0) - rows, persistent=False)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``[B, R, 4, 5]`` → ``[B, R, hidden]`` (index −1 is the padding token).
 
         One summed lookup (``embedding_bag``) in the 20 tables laid end to end: the same sum
         as 20 lookups, with one gradient scatter instead of 20."""
-        tables = [table for slot in self.tables for table in slot]
-        sizes = torch.tensor([t.num_embeddings for t in tables], device=tokens.device)
-        offsets = torch.cumsum(sizes, 0) - sizes
-        flat = tokens.reshape(-1, len(tables))
-        index = torch.where(flat < 0, sizes - 1, flat) + offsets
-        weight = torch.cat([t.weight for t in tables])
+        flat = tokens.reshape(-1, len(self.sizes))
+        index = torch.where(flat < 0, self.sizes - 1, flat) + self.offsets
+        weight = torch.cat([table.weight for slot in self.tables for table in slot])
         out = nn.functional.embedding_bag(index, weight, mode="sum")
         return out.view(*tokens.shape[:-2], -1)
 
