@@ -183,6 +183,7 @@ def run_demo(
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
          f"NLL {m.get('nll', float('nan')):.1f} nats")
+    _gap_line(m, echo)
     if m.get("dF_phi_reweighted") is not None and m.get("dF_phi_md") is not None:
         echo(f"ΔF(φ>0 − φ<0): reweighted {_pm(m, 'dF_phi_reweighted')}, "
              f"MD {_pm(m, 'dF_phi_md')} kT (the MD entered φ>0 {m['md_phi_pos_visits']} times)")
@@ -356,6 +357,7 @@ def run_molecule(
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
          f"NLL {m.get('nll', float('nan')):.1f} nats")
+    _gap_line(m, echo)
     if m.get("n_high_energy") is not None:
         echo(f"samples above the highest MD energy + {m['high_energy_margin']:g} kT: "
              f"{m['n_high_energy']} of {m['n_samples']} (their weight is in the ESS, unclipped)")
@@ -420,6 +422,14 @@ def ess_line(m: dict[str, Any]) -> str:
     count = f"{m['ess_samples']:.1f}" if m["ess_samples"] < 100 else f"{m['ess_samples']:.0f}"
     return (f"ESS {m['ess']:.2%} ({interval}{count} effective samples; "
             f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g})")
+
+
+def _gap_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """How much better the flow fits its training frames than the held-out ones (overfitting
+    to the MD frames)."""
+    if m.get("nll_gap") is not None:
+        echo(f"NLL of training frames {m['nll_train']:.1f} nats: the flow fits frames it saw "
+             f"{m['nll_gap']:.1f} nats better than the last MD frames it never saw")
 
 
 def _pm(m: dict[str, Any], key: str) -> str:

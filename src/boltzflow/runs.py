@@ -426,16 +426,16 @@ def evaluate(
     extra = {}
     if (out / REFINE_NAME).exists():
         extra = {f"refine_{k}": v for k, v in json.loads((out / REFINE_NAME).read_text()).items()}
-    held_out = None
+    held_out = train_frames = None
     data_path = run.path / DATA_NAME
     if system is run.system and data_path.exists():
         data = np.load(data_path)
-        held_out = torch.from_numpy(data["test"])
+        held_out, train_frames = torch.from_numpy(data["test"]), torch.from_numpy(data["train"])
         if reference is None:
             reference = torch.from_numpy(np.concatenate([data["train"], data["test"]]))
     return evaluate_samples(
         run.model, system, samples, out, reference=reference, held_out=held_out,
-        plots=plots, seed=run.config.train.seed if seed is None else seed, extra=extra,
+        train_frames=train_frames, plots=plots, seed=run.config.train.seed if seed is None else seed, extra=extra,
     ).metrics
 
 

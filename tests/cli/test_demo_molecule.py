@@ -37,6 +37,8 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 200 and 0 <= metrics["n_high_energy"] <= 200
+    assert f"fits frames it saw {metrics['nll_gap']:.1f} nats better" in text
+    assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
     (ring,) = metrics["ring_closures"]
     assert ring["bond"].startswith("PRO2:") and ring["md_sd"] > 0 and ring["model_sd"] > 0
     for name in ("md/provenance.json", "checkpoint.pt", "report.md", "report.html"):

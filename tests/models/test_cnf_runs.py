@@ -57,6 +57,7 @@ def test_cli_train_sample_evaluate_dw4(tmp_path, capsys):
     assert metrics["n_samples"] == 150 and 0 < metrics["ess"] <= 1
     assert metrics["ess_samples"] == pytest.approx(150 * metrics["ess"])
     assert np.isfinite(metrics["nll"]) and metrics["mean_path_length"] > 0
+    assert "nll_train" not in metrics  # a second NLL would cost another ODE solve per frame
     assert "n_mirrored" not in metrics  # a toy has no chirality
     report = (run / "report.md").read_text()
     assert "continuous flow" in report and "mean integration path length" in report

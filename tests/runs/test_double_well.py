@@ -47,6 +47,28 @@ def test_ess_and_free_energy_difference(trained):
     assert metrics["dF_exact"] == pytest.approx(exact)
     assert metrics["dF_reweighted"] == pytest.approx(df.value)
     assert metrics["nll"] > 0  # on the run's held-out reference samples (data.npz)
+    # training and held-out samples are independent draws here: the flow fits both alike
+    assert abs(metrics["nll_gap"]) < 0.2
+    assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
+
+
+def test_nll_gap_measures_frames_seen_against_new_ones(trained, tmp_path):
+    from boltzflow.analysis.evaluate import evaluate_samples
+
+    system = trained.system
+    samples = runs.sample(trained, 500, seed=2, progress=False)
+    held_out = system.sample_reference(400, seed=5)
+
+    def gap(train_frames):
+        return evaluate_samples(trained.model, system, samples, tmp_path, held_out=held_out,
+                                train_frames=train_frames, plots=False).metrics["nll_gap"]
+
+    assert gap(held_out) == pytest.approx(0.0, abs=1e-6)
+    # "training" frames the flow finds likelier than the held-out ones (its own mode's
+    # neighbourhood) give a positive gap; frames off the distribution a negative one
+    x, log_q = trained.model.flow_for(system).sample_and_log_prob(4000)
+    assert gap(x[log_q.argsort(descending=True)[:400]].detach()) > 1.0
+    assert gap(held_out + 3.0) < -1.0
 
 
 def test_log_q_consistent_between_directions(trained):

@@ -79,6 +79,7 @@ def evaluate_samples(
     *,
     reference: Tensor | None = None,
     held_out: Tensor | None = None,
+    train_frames: Tensor | None = None,
     plots: bool = True,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
@@ -94,6 +95,10 @@ def evaluate_samples(
         out: the directory for metrics, report and figures.
         reference: MD frames ``[M, *event_shape]`` for ΔF, E-W2 and T-W2 against MD.
         held_out: reference samples for the NLL (at most ``sample.n_nll``, evenly spaced).
+        train_frames: the frames the model was trained on: as many of them (evenly spaced) as
+            held-out frames give ``nll_train`` and ``nll_gap = nll - nll_train``, how much
+            better the flow fits frames it saw than new ones (skipped where ``log q`` costs an
+            ODE solve per sample).
         plots: write figures and ``report.md``.
         seed: seed of bootstrap errors and W2 subsampling.
         extra: more metrics to record (e.g. sampling time).
@@ -105,7 +110,7 @@ def evaluate_samples(
     finite_u = samples.u[torch.isfinite(samples.u)]
     m["mean_u_model"] = float(finite_u.mean()) if len(finite_u) else None
     if held_out is not None:
-        m.update(_nll(flow, held_out, model))
+        m.update(_nll(flow, held_out, model, train_frames))
     m.update(model.extra_metrics(flow))
     result = SystemEvaluation(system.id, samples, m)
     if isinstance(system, MolecularSystem):
@@ -141,16 +146,24 @@ def ess_metrics(log_w: Tensor, *, seed: int = 0) -> dict[str, Any]:
 ESS_INTERVAL_METHOD = "bootstrap over samples, Pareto tail redrawn"
 
 
-def _nll(flow: Any, held_out: Tensor, model: ModelKind) -> dict[str, Any]:
-    """NLL of (at most ``sample.n_nll`` evenly spaced) held-out samples."""
+def _nll(flow: Any, held_out: Tensor, model: ModelKind,
+         train_frames: Tensor | None = None) -> dict[str, Any]:
+    """NLL of (at most ``sample.n_nll`` evenly spaced) held-out samples; with ``train_frames``
+    (and a ``log q`` of one network pass: ``refine_unsupported is None``), also the NLL of as
+    many evenly spaced training frames and the gap between the two."""
     out: dict[str, Any] = {}
     limit = model.config.sample.n_nll
     if 0 < limit < len(held_out):
         held_out = held_out[torch.linspace(0, len(held_out) - 1, limit).long()]
         out["n_nll"] = len(held_out)
     like = next(flow.parameters())
-    out["nll"] = negative_log_likelihood(flow, held_out.to(like), batch_size=
-                                         model.config.sample.batch_size)
+    batch_size = model.config.sample.batch_size
+    out["nll"] = negative_log_likelihood(flow, held_out.to(like), batch_size=batch_size)
+    if train_frames is not None and len(train_frames) and model.refine_unsupported is None:
+        pick = torch.linspace(0, len(train_frames) - 1, min(len(held_out), len(train_frames)))
+        seen = train_frames[pick.long()].to(like)
+        out["nll_train"] = negative_log_likelihood(flow, seen, batch_size=batch_size)
+        out["nll_gap"] = out["nll"] - out["nll_train"]
     return out
 
 

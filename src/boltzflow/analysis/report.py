@@ -24,6 +24,8 @@ LABELS = {
     "n_samples": "samples",
     "n_nonfinite": "samples with non-finite weight",
     "nll": "NLL on held-out reference (nats)",
+    "nll_train": "NLL on as many training frames (nats)",
+    "nll_gap": "held-out − training NLL (nats; large: the flow learned its MD frames, not μ)",
     "mean_u_model": "mean energy of model samples (kT)",
     "dF_reweighted": "ΔF(B − A), reweighted (kT)",
     "dF_model": "ΔF(B − A), raw model (kT)",
