@@ -428,8 +428,11 @@ def _gap_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:
     """How much better the flow fits its training frames than the held-out ones (overfitting
     to the MD frames)."""
     if m.get("nll_gap") is not None:
+        hint = ("" if m["nll_gap"] <= 1.0 else
+                " (it has learned these frames rather than the distribution: longer MD helps, "
+                "longer training does not; docs/benchmarks.md)")
         echo(f"NLL of training frames {m['nll_train']:.1f} nats: the flow fits frames it saw "
-             f"{m['nll_gap']:.1f} nats better than the last MD frames it never saw")
+             f"{m['nll_gap']:.1f} nats better than the last MD frames it never saw{hint}")
 
 
 def _pm(m: dict[str, Any], key: str) -> str:

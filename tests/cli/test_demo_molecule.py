@@ -91,3 +91,15 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     assert cold.md["t_max"] == 600 and cold.data["temperature"] == 310.0
     with pytest.raises(ValueError, match="minutes"):
         plan_molecule("m.pdb", 40, 300.0, 0, Speeds(100.0, 0.1, 2))
+
+
+def test_gap_line_says_what_helps_only_when_the_flow_learned_its_frames():
+    from boltzflow.demo import _gap_line
+
+    lines: list[str] = []
+    _gap_line({"nll": -450.0, "nll_train": -455.2, "nll_gap": 5.2}, lines.append)
+    _gap_line({"nll": -451.8, "nll_train": -452.1, "nll_gap": 0.3}, lines.append)
+    _gap_line({"nll": -451.8}, lines.append)  # an ODE kind: no training-frame NLL
+    assert len(lines) == 2
+    assert "5.2 nats better" in lines[0] and "longer MD helps" in lines[0]
+    assert "0.3 nats better" in lines[1] and "longer MD" not in lines[1]
