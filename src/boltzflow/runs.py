@@ -432,10 +432,11 @@ def evaluate(
         data = np.load(data_path)
         held_out, train_frames = torch.from_numpy(data["test"]), torch.from_numpy(data["train"])
         if reference is None:
-            reference = torch.from_numpy(np.concatenate([data["train"], data["test"]]))
+            reference = torch.cat([train_frames, held_out])
     return evaluate_samples(
         run.model, system, samples, out, reference=reference, held_out=held_out,
-        train_frames=train_frames, plots=plots, seed=run.config.train.seed if seed is None else seed, extra=extra,
+        train_frames=train_frames, plots=plots,
+        seed=run.config.train.seed if seed is None else seed, extra=extra,
     ).metrics
 
 
