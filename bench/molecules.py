@@ -7,7 +7,8 @@ and capped peptides with proline and aromatic rings: one table of what a user ge
 
 Each molecule runs into ``OUT/<slug>`` with :func:`boltzflow.demo.run_molecule` (plan from
 measured speeds, parallel-tempering MD, training, 20,000 samples, report); rerunning resumes
-it. Columns: ESS (unclipped Kish, fraction and count), ESS clipped, valid fraction, the ring
+it. Columns: ESS (unclipped Kish, fraction and count), ESS clipped, the log-weight spread σ
+(`boltzflow.sampling.log_weight_spread`), valid fraction, the ring
 closing bonds' widths (model / MD), energy and torsion W2 (raw model vs MD), ΔF(φ) reweighted
 vs MD, high-energy samples, wall time. The table goes to stdout and ``OUT/molecules.md``.
 """
@@ -19,8 +20,12 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from boltzflow import runs
 from boltzflow.demo import run_molecule
+from boltzflow.sampling import log_weight_spread
 from boltzflow.threads import set_threads
 
 #: (system, minutes): alanine dipeptide and three capped peptides with Pro, Phe, Trp, Tyr.
@@ -51,6 +56,8 @@ def collect(where: Path) -> dict:
     wall = where / "bench_wall.json"
     m["wall_seconds"] = json.loads(wall.read_text())["seconds"] if wall.exists() else None
     m["plan"] = plan
+    if m.get("log_w_spread") is None:  # evaluated before evaluate recorded it
+        m["log_w_spread"] = log_weight_spread(torch.from_numpy(np.load(where / "samples.npz")["log_w"]))
     return m
 
 
@@ -60,10 +67,10 @@ def _f(value, fmt: str) -> str:
 
 def table(results: dict[str, dict]) -> str:
     """The Markdown table."""
-    head = ("| molecule | atoms | budget | MD ns | steps | ESS | ESS n | ESS clipped | valid | "
+    head = ("| molecule | atoms | budget | MD ns | steps | ESS | ESS n | ESS clipped | σ (nats) | valid | "
             "ring closures: width model / MD (nm) | E-W2 (kT) | T-W2 (rad) | ΔF(φ) rew. / MD (kT) | "
             "high-energy | wall (min) |")
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for system, m in results.items():
         rings = "; ".join(f"{r['bond']} {r['model_sd']:.4f} / {r['md_sd']:.4f} ({r['ratio']:.2f})"
                           for r in m.get("ring_closures") or []) or "–"
@@ -73,7 +80,7 @@ def table(results: dict[str, dict]) -> str:
         lines.append(
             f"| {system} | {m['plan'].get('n_atoms', '–')} | {m['plan']['minutes']:g} min | "
             f"{p['md']['ns']:g} | {p['train']['steps']} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
-            f"{m['ess_clipped']:.1%} | {m['fraction_valid']:.2%} | {rings} | "
+            f"{m['ess_clipped']:.1%} | {m['log_w_spread']:.2f} | {m['fraction_valid']:.2%} | {rings} | "
             f"{_f(m.get('energy_w2_model'), '.3g')} | {_f(m.get('torus_w2_model'), '.3g')} | {df} | "
             f"{m.get('n_high_energy', '–')} | {_f(None if wall is None else wall / 60, '.1f')} |")
     return "\n".join(lines)

@@ -412,7 +412,8 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
 
 
 def ess_line(m: dict[str, Any]) -> str:
-    """``ESS 20.1 % (90 % interval 12.0–25.3 % over draws; 4021 effective samples; …)``."""
+    """``ESS 20.1 % (90 % interval 12.0–25.3 % over draws; 4021 effective samples; …)``, with
+    the log-weight spread (:func:`~boltzflow.sampling.log_weight_spread`) where known."""
     interval = ""
     if m.get("ess_low") is not None and math.isfinite(m["ess_low"]) and math.isfinite(
             m["ess_high"]):
@@ -420,8 +421,12 @@ def ess_line(m: dict[str, Any]) -> str:
         interval = (f"{m['ess_level']:.0%} interval {m['ess_low']:.{digits}%}–"
                     f"{m['ess_high']:.{digits}%}; ")
     count = f"{m['ess_samples']:.1f}" if m["ess_samples"] < 100 else f"{m['ess_samples']:.0f}"
+    spread = ("" if m.get("log_w_spread") is None else
+              f"; log-weight spread {m['log_w_spread']:.2f} nats, ESS ≈ exp(−spread²) "
+              f"= {math.exp(-m['log_w_spread'] ** 2):.2%} were they Gaussian")
     return (f"ESS {m['ess']:.2%} ({interval}{count} effective samples; "
-            f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g})")
+            f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g}"
+            f"{spread})")
 
 
 def _gap_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:

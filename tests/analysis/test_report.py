@@ -72,10 +72,11 @@ def test_classic_run_with_4_samples_warns_and_writes_a_self_contained_html(tmp_p
     assert "effective samples" in err and "warning" in err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["ess_samples"] <= 4 and metrics["ess_low"] <= metrics["ess"]
-    assert 0 < metrics["max_weight"] <= 1
+    assert 0 < metrics["max_weight"] <= 1 and metrics["log_w_spread"] >= 0
     assert metrics["dF_reweighted_stderr_method"] == "bootstrap"
     report = (run / "report.md").read_text()
     assert "Few effective samples" in report and "bootstrap over samples" in report
+    assert f"spread σ = {metrics['log_w_spread']:.2f} nats" in report
 
     page = _Page()
     page.feed((run / "report.html").read_text())

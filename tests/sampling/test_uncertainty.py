@@ -86,3 +86,39 @@ def test_blocked_free_energy_difference_of_a_two_state_chain():
     p = 1 / 3
     exact = math.sqrt(p * (1 - p) / n * (1 + lam) / (1 - lam)) / (p * (1 - p))
     assert df.stderr == pytest.approx(exact, rel=0.3)
+
+
+def test_log_weight_spread_predicts_the_ess_of_gaussian_log_weights_and_ignores_clashes():
+    from boltzflow.sampling import effective_sample_size, log_weight_spread
+
+    gen = torch.Generator().manual_seed(3)
+    for sigma in (0.5, 1.0, 1.5):
+        log_w = sigma * torch.randn(200_000, generator=gen, dtype=torch.float64) - 40.0
+        spread = log_weight_spread(log_w)
+        assert abs(spread - sigma) < 0.02 * sigma + 0.01
+        # the Kish ESS of many Gaussian log-weights tends to exp(-σ²)
+        assert effective_sample_size(log_w) == pytest.approx(math.exp(-spread**2), rel=0.15)
+    # clashes (weight 0 or -inf) below the median do not move it; one huge weight barely does
+    base = torch.randn(10_000, generator=gen, dtype=torch.float64)
+    clashed = base.clone()
+    clashed[:100] = -math.inf
+    clashed[100:200] = -1e4
+    assert abs(log_weight_spread(clashed) - log_weight_spread(base)) < 0.05
+    assert abs(log_weight_spread(torch.cat([base, torch.tensor([50.0])]))
+               - log_weight_spread(base)) < 0.01
+    assert math.isnan(log_weight_spread(torch.full((5,), -math.inf)))
+
+
+def test_log_weight_spread_is_stable_where_the_ess_of_one_draw_scatters():
+    # heavy-tailed weights (s = 0.75: E w² finite, E w⁴ not): the ESS of a draw of 2,000 scatters
+    # far more, relative to its mean, than the spread does
+    from boltzflow.sampling import effective_sample_size, log_weight_spread
+
+    gen = torch.Generator().manual_seed(4)
+    ess, spread = [], []
+    for _ in range(40):
+        log_w = _heavy_tailed_log_w(0.75, 2000, gen)
+        ess.append(effective_sample_size(log_w))
+        spread.append(log_weight_spread(log_w))
+    cv = lambda v: float(np.std(v) / np.mean(v))  # noqa: E731
+    assert cv(spread) < 0.5 * cv(ess)

@@ -25,6 +25,7 @@ from ..sampling import (
     effective_sample_size_clipped,
     effective_sample_size_interval,
     largest_weight,
+    log_weight_spread,
 )
 from ..systems.base import System
 from ..systems.molecule import MolecularSystem
@@ -128,8 +129,9 @@ def evaluate_samples(
 
 
 def ess_metrics(log_w: Tensor, *, seed: int = 0) -> dict[str, Any]:
-    """Kish ESS as a fraction and a count, its 90 % interval over draws and the largest
-    normalized weight (see :func:`~boltzflow.sampling.effective_sample_size_interval`)."""
+    """Kish ESS as a fraction and a count, its 90 % interval over draws, the largest
+    normalized weight (see :func:`~boltzflow.sampling.effective_sample_size_interval`) and the
+    spread of the log-weights (:func:`~boltzflow.sampling.log_weight_spread`)."""
     interval = effective_sample_size_interval(log_w, seed=seed)
     n = log_w.numel()
     finite = torch.isfinite(log_w).any()
@@ -139,6 +141,7 @@ def ess_metrics(log_w: Tensor, *, seed: int = 0) -> dict[str, Any]:
         "ess_interval_method": ESS_INTERVAL_METHOD,
         "ess_tail_index": interval.tail_index if math.isfinite(interval.tail_index) else None,
         "max_weight": largest_weight(log_w) if finite else None,
+        "log_w_spread": log_weight_spread(log_w) if finite else None,
     }
 
 

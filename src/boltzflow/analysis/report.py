@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ LABELS = {
     "max_weight": "largest normalized weight",
     "md_phi_pos_visits": "separate visits of the MD reference to φ > 0",
     "ess_tail_index": "Pareto tail index of the weights (Hill)",
+    "log_w_spread": "log-weight spread above the median, σ (nats; ESS → exp(−σ²) if Gaussian)",
     "n_high_energy": "samples above the highest MD energy + margin (weights kept, unclipped)",
     "high_energy_threshold": "that energy threshold (kT)",
 }
@@ -209,6 +211,11 @@ def _weight_tail(metrics: dict[str, Any]) -> str:
         out += f" Pareto tail index of the weights: {tail:.2f}" + (
             " (≥ 0.5: their variance is infinite, and the ESS of one draw is not a stable "
             "number)." if tail >= 0.5 else ".")
+    if (spread := metrics.get("log_w_spread")) is not None:
+        out += (f" Log-weights spread σ = {spread:.2f} nats above their median (84th percentile"
+                f" − median): were they Gaussian, the ESS of many samples would be "
+                f"exp(−σ²) = {math.exp(-spread ** 2):.2%}; a 10 % ESS needs σ ≲ 1.5, 40 % "
+                "σ ≲ 0.96.")
     return out
 
 
