@@ -422,8 +422,8 @@ def ess_line(m: dict[str, Any]) -> str:
                     f"{m['ess_high']:.{digits}%}; ")
     count = f"{m['ess_samples']:.1f}" if m["ess_samples"] < 100 else f"{m['ess_samples']:.0f}"
     spread = ("" if m.get("log_w_spread") is None else
-              f"; log-weight spread {m['log_w_spread']:.2f} nats, ESS ≈ exp(−spread²) "
-              f"= {math.exp(-m['log_w_spread'] ** 2):.2%} were they Gaussian")
+              f"; log-weight spread σ {m['log_w_spread']:.2f} nats: Gaussian log-weights would "
+              f"give exp(−σ²) = {math.exp(-m['log_w_spread'] ** 2):.1%}")
     return (f"ESS {m['ess']:.2%} ({interval}{count} effective samples; "
             f"clipped {m['ess_clipped']:.2%}; largest weight {m.get('max_weight') or 0:.3g}"
             f"{spread})")

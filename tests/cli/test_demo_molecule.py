@@ -103,3 +103,13 @@ def test_gap_line_says_what_helps_only_when_the_flow_learned_its_frames():
     assert len(lines) == 2
     assert "5.2 nats better" in lines[0] and "longer MD helps" in lines[0]
     assert "0.3 nats better" in lines[1] and "longer MD" not in lines[1]
+
+
+def test_ess_line_gives_the_log_weight_spread_and_its_gaussian_ess_where_known():
+    from boltzflow.demo import ess_line
+
+    m = {"ess": 0.006, "ess_samples": 121.0, "ess_clipped": 0.023, "max_weight": 0.05}
+    assert "σ" not in ess_line(m)
+    line = ess_line({**m, "log_w_spread": 1.5})
+    assert "121 effective samples" in line and "σ 1.50 nats" in line
+    assert "exp(−σ²) = 10.5%" in line
