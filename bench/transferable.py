@@ -286,7 +286,7 @@ CNF_RECORD = Path(__file__).parent / "results" / "tbg-cnf-cpu.json"
 
 #: (heading, metric key, format) of the side-by-side table; each cell is "CNF / tbg-ic".
 SIDE_COLUMNS = (
-    ("ESS", "ess", "{:.2%}"), ("ESS n", "ess_samples", "{:.1f}"),
+    ("ESS", "ess", "{:.2%}"), ("ESS n", "ess_samples", "{:.1f}"), ("σ log w", "log_w_spread", "{:.2f}"),
     ("valid", "fraction_valid", "{:.1%}"), ("E-W2 raw", "energy_w2_model", "{:.0f}"),
     ("E-W2 rw", "energy_w2_reweighted", "{:.1f}"), ("T-W2 raw", "torus_w2_model", "{:.2f}"),
     ("T-W2 rw", "torus_w2_reweighted", "{:.2f}"), ("ΔF ref (± block)", "dF_phi_md", "{:.2f}"),

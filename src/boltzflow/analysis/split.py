@@ -27,6 +27,7 @@ GRID_NAME = "ramachandran_grid.png"
 COLUMNS = (
     ("ess", "ESS", "{:.2%}"),
     ("ess_samples", "ESS n", "{:.1f}"),
+    ("log_w_spread", "σ log w", "{:.2f}"),
     ("fraction_valid", "valid", "{:.1%}"),
     ("fraction_mirrored", "mirrored", "{:.1%}"),
     ("energy_w2_model", "E-W2 raw", "{:.3g}"),
