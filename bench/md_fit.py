@@ -56,10 +56,18 @@ VARIANTS = {
     "budget-md70": ("long:3.4", 1000, 500, 6),
     "short-3400-seed1": ("short", 3400, 1700, 6),
     "budget-md60-seed1": ("long:2.9", 1700, 850, 6),
+    "long-3400-seed1": ("long", 3400, 1700, 6),
+    "long-3400-lr2e-3": ("long", 3400, 1700, 6),
+    "long-3400-bins16": ("long", 3400, 1700, 6),
+    "long-3400-wkl3": ("long", 3400, 1700, 6),
 }
-#: Training seed of a variant (default 0): the ``-seed1`` twins measure how much a row moves
-#: with the seed alone.
-SEEDS = {"short-3400-seed1": 1, "budget-md60-seed1": 1}
+#: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
+#: moves with the training seed alone; the others change one setting of ``long-3400``.
+OVERRIDES = {
+    "short-3400-seed1": {"train.seed": 1}, "budget-md60-seed1": {"train.seed": 1},
+    "long-3400-seed1": {"train.seed": 1}, "long-3400-lr2e-3": {"train.lr": 2e-3},
+    "long-3400-bins16": {"internal.n_bins": 16}, "long-3400-wkl3": {"internal.w_kl": 3.0},
+}
 
 
 def md_path(md: str, args: argparse.Namespace) -> Path:
@@ -98,7 +106,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         "internal.n_layers": layers, "internal.hidden": [128, 128], "internal.n_bins": 8,
         "internal.w_kl": 0.0 if kl_start is None else 1.0, "internal.kl_start": kl_start or 0,
         "internal.u_high": 200.0, "internal.kl_batch_size": 256, "sample.n_samples": args.n,
-        "train.seed": SEEDS.get(name, 0),
+        **OVERRIDES.get(name, {}),
     })
     t0 = time.perf_counter()
     run = runs.train(cfg, out, progress=False)
