@@ -486,12 +486,13 @@ def test_validity_catches_mirrored_and_wrongly_bonded_samples(dataset, trained, 
 
 def test_evaluation_table_counts_effective_samples_and_flags_the_few():
     rows = {
-        "AC": {"n_samples": 100, "ess": 0.5, "ess_samples": 50.0},
-        "NY": {"n_samples": 100, "ess": 0.01, "ess_samples": 1.0},
+        "AC": {"n_samples": 100, "ess": 0.5, "ess_samples": 50.0, "log_w_spread": 0.83},
+        "NY": {"n_samples": 100, "ess": 0.01, "ess_samples": 1.0, "log_w_spread": 7.2},
         "KI": {"n_samples": 200, "ess": 0.04},  # written before ess_samples existed: 8 samples
     }
     table = format_table(rows, {"ess": 0.18, "ess_samples": 25.5})
-    assert "| AC | 100 | 50.00% | 50.0 |" in table and "| NY | 100 | 1.00% | 1.0 |" in table
+    assert "| AC | 100 | 50.00% | 50.0 | 0.83 |" in table
+    assert "| NY | 100 | 1.00% | 1.0 | 7.20 |" in table and "| KI | 200 | 4.00% | – | – |" in table
     assert "| **mean** | | 18.00% | 25.5 |" in table
     assert "for 2 of 3 peptides (NY, KI)" in table
     assert "Fewer than" not in format_table({"AC": rows["AC"]}, {})
@@ -509,7 +510,9 @@ def test_evaluate_over_the_test_split_writes_table_json_and_grid(dataset, traine
     assert "| AC | 8 |" in text and "**mean**" in text and "ramachandran_grid.png" in text
     payload = json.loads(result.json.read_text())
     assert payload["peptides"]["AC"]["seen_in_training"] is False
-    assert set(payload["means"]) >= {"ess", "fraction_valid", "torus_w2_model", "dF_phi_error"}
+    assert set(payload["means"]) >= {"ess", "fraction_valid", "torus_w2_model", "dF_phi_error",
+                                     "log_w_spread"}
+    assert "σ log w" in text and "log_w_spread" in result.rows["AC"]
     # rerunning reuses the per-peptide samples; the CLI writes the same files
     before = Samples.load(run / "eval-test" / "AC" / "samples.npz").x
     code, out, err = _run(capsys, "evaluate", "--run", str(run), "--split", "test", "-n", "8",

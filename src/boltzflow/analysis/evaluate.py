@@ -58,9 +58,11 @@ class SystemEvaluation:
     figures: list[tuple[str, Path]] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line: ESS, effective samples and (molecules) validity and T-W2."""
+        """One line: ESS, effective samples, the log-weight spread and (molecules) validity and
+        T-W2."""
         m = self.metrics
-        line = f"ESS {m['ess']:.2%} ({m['ess_samples']:.1f} effective samples)"
+        spread = "" if m.get("log_w_spread") is None else f", σ log w {m['log_w_spread']:.2f}"
+        line = f"ESS {m['ess']:.2%} ({m['ess_samples']:.1f} effective samples{spread})"
         if "fraction_valid" in m:
             line += (f", valid {m['fraction_valid']:.1%} ({m.get('n_mirrored', 0)} mirrored), "
                      f"T-W2 {_fmt(m.get('torus_w2_model'))} raw / "
