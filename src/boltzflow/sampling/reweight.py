@@ -94,6 +94,10 @@ def resample_systematic(log_w: Tensor, n: int, generator: torch.Generator | None
     return torch.searchsorted(cdf, points, right=True).clamp(max=len(w) - 1)
 
 
+#: The standard normal's CDF at 1.
+_ONE_SIGMA = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+
+
 def log_weight_spread(log_w: Tensor) -> float:
     """How far the log-weights spread above their median: the 84.1th percentile minus the
     median of the finite ``log_w`` (nats; NaN without finite weights).
@@ -115,9 +119,6 @@ def log_weight_spread(log_w: Tensor) -> float:
     median, upper = np.quantile(log_w.cpu().numpy(), [0.5, _ONE_SIGMA])  # any size, unlike torch's
     return float(upper - median)
 
-
-#: The standard normal's CDF at 1.
-_ONE_SIGMA = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
 
 
 def largest_weight(log_w: Tensor) -> float:
