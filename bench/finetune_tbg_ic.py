@@ -4,6 +4,7 @@ whether the energy term stays: issue 15 keeps it only if it helps held-out ESS).
 
     python bench/finetune_tbg_ic.py --from runs/bench-tbg-ic-v2 --out runs/ft-nll --steps 2600
     python bench/finetune_tbg_ic.py --from runs/bench-tbg-ic-v2 --out runs/ft-kl --steps 2600 --w-kl 1
+    python bench/finetune_tbg_ic.py --from runs/ft-kl-3600 --out runs/ft-lv --steps 4600 --w-lv 1
 
 Both continue the same checkpoint with the same learning-rate schedule (cosine over
 ``--steps``); prints the held-out table and the training time.
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out table")
     parser.add_argument("--eval-only", action="store_true", help="only the held-out table")
     parser.add_argument("--w-kl", type=float, default=0.0)
+    parser.add_argument("--w-lv", type=float, default=0.0,
+                        help="weight of the log-weight variance of the training frames")
     parser.add_argument("--kl-peptides", type=int, default=4)
     parser.add_argument("--kl-samples", type=int, default=16)
     parser.add_argument("-n", "--n-samples", type=int, default=1000, help="per held-out peptide")
@@ -54,7 +57,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if not args.eval_only:
         config = runs.read_run_config(args.out).to_dict()
-        config["tbg-ic"].update(w_kl=args.w_kl, kl_peptides=args.kl_peptides,
+        config["tbg-ic"].update(w_kl=args.w_kl, w_lv=args.w_lv, kl_peptides=args.kl_peptides,
                                 kl_samples=args.kl_samples)
         if args.device:
             config["train"]["device"] = args.device
@@ -74,12 +77,14 @@ def main() -> None:
         runs.train(parse_config(config, source="finetune"), args.out, progress=True)
     seconds = time.perf_counter() - t0
     if args.no_eval:
-        print(f"fine-tuning to step {steps} (w_kl {args.w_kl:g}): {seconds:.0f} s this call")
+        print(f"fine-tuning to step {steps} (w_kl {args.w_kl:g}, w_lv {args.w_lv:g}): "
+              f"{seconds:.0f} s this call")
         return
     run = runs.load_run(args.out, changes={"train.device": "cpu"})
     result = runs.evaluate_split(run, "test", n_samples=args.n_samples, echo=print)
     print(format_table(result.rows, result.means))
-    print(f"step {run.model.info['step']} (w_kl {args.w_kl:g}): {seconds:.0f} s this call")
+    print(f"step {run.model.info['step']} (w_kl {args.w_kl:g}, w_lv {args.w_lv:g}): "
+          f"{seconds:.0f} s this call")
 
 
 if __name__ == "__main__":

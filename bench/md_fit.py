@@ -60,6 +60,24 @@ VARIANTS = {
     "long-3400-lr2e-3": ("long", 3400, 1700, 6),
     "long-3400-bins16": ("long", 3400, 1700, 6),
     "long-3400-wkl3": ("long", 3400, 1700, 6),
+    "long-3400-lv1": ("long", 3400, 1700, 6),
+    "long-3400-lv1-kl0": ("long", 3400, 1700, 6),
+    "budget-md60-lv1": ("long:2.9", 1700, 850, 6),
+    "long-3400-lv4": ("long", 3400, 1700, 6),
+    "long-3400-lv1-kl0.1": ("long", 3400, 1700, 6),
+    "long-3400-lvq-kl0": ("long", 3400, 1700, 6),
+    "long-3400-lv1-kl0-seed1": ("long", 3400, 1700, 6),
+    "long-3400-lv1-kl0-from0": ("long", 3400, 0, 6),
+    "budget-md60-lv1-kl0": ("long:2.9", 1700, 850, 6),
+    "long-3400-lv0.25-kl0": ("long", 3400, 1700, 6),
+    "long-3400-nll": ("long", 3400, None, 6),
+    # alanine dipeptide (``--system aldp-implicit``, both MDs the molecules benchmark's 10 ns):
+    # the one-command plan's training (8 layers, 7,600 steps) with the log-weight variance
+    "aldp-7600-lv1-kl0": ("long", 7600, 3800, 8),
+    "aldp-7600-lv0.25-kl0": ("long", 7600, 3800, 8),
+    "long-3400-lv0.25-kl0-seed1": ("long", 3400, 1700, 6),
+    "long-3400-lv0.1-kl0": ("long", 3400, 1700, 6),
+    "budget-md60-lv0.25-kl0": ("long:2.9", 1700, 850, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -67,6 +85,20 @@ OVERRIDES = {
     "short-3400-seed1": {"train.seed": 1}, "budget-md60-seed1": {"train.seed": 1},
     "long-3400-seed1": {"train.seed": 1}, "long-3400-lr2e-3": {"train.lr": 2e-3},
     "long-3400-bins16": {"internal.n_bins": 16}, "long-3400-wkl3": {"internal.w_kl": 3.0},
+    "long-3400-lv1": {"internal.w_lv": 1.0},
+    "long-3400-lv1-kl0": {"internal.w_lv": 1.0, "internal.w_kl": 0.0},
+    "budget-md60-lv1": {"internal.w_lv": 1.0}, "long-3400-lv4": {"internal.w_lv": 4.0},
+    "long-3400-lv1-kl0.1": {"internal.w_lv": 1.0, "internal.w_kl": 0.1},
+    "long-3400-lvq-kl0": {"internal.w_lv": 1.0, "internal.w_kl": 0.0, "internal.lv_samples": 256},
+    "long-3400-lv1-kl0-seed1": {"internal.w_lv": 1.0, "internal.w_kl": 0.0, "train.seed": 1},
+    "long-3400-lv1-kl0-from0": {"internal.w_lv": 1.0, "internal.w_kl": 0.0},
+    "budget-md60-lv1-kl0": {"internal.w_lv": 1.0, "internal.w_kl": 0.0},
+    "long-3400-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
+    "aldp-7600-lv1-kl0": {"internal.w_lv": 1.0, "internal.w_kl": 0.0},
+    "aldp-7600-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
+    "long-3400-lv0.25-kl0-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "train.seed": 1},
+    "long-3400-lv0.1-kl0": {"internal.w_lv": 0.1, "internal.w_kl": 0.0},
+    "budget-md60-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
 }
 
 
@@ -128,18 +160,32 @@ def md_ns(data: Path) -> float:
     return float(json.loads((Path(data) / "provenance.json").read_text())["production_ns"])
 
 
+def energy_terms(name: str, kl_start: int | None) -> str:
+    """The energy terms of a variant's loss besides the likelihood: ``KL`` (reverse KL), ``LV``
+    (log-weight variance of the data batch, ``+q``: with model samples), with their weights."""
+    o = OVERRIDES.get(name, {})
+    w_kl = o.get("internal.w_kl", 0.0 if kl_start is None else 1.0)
+    w_lv = o.get("internal.w_lv", 0.0)
+    terms = [f"{w:g}·{t}" for w, t in ((w_kl, "KL"), (w_lv, "LV")) if w > 0]
+    if o.get("internal.lv_samples"):
+        terms[-1] += "+q"
+    return " + ".join(terms) or "–"
+
+
 def table(results: dict[str, dict], args: argparse.Namespace) -> str:
     """Markdown table, one row per variant."""
-    lines = ["| variant | MD (ns) | layers | steps | KL from | NLL held-out | NLL training | gap | "
-             "ESS | ESS n | σ (nats) | exp(−σ²) | high-energy | E-W2 raw (kT) |", "|---" * 14 + "|"]
+    lines = ["| variant | MD (ns) | layers | steps | energy terms | from | NLL held-out | "
+             "NLL training | gap | ESS | ESS n | ESS 90 % interval | tail k | σ (nats) | "
+             "exp(−σ²) | high-energy | E-W2 raw (kT) |", "|---" * 17 + "|"]
     for name, m in results.items():
         md, steps, kl_start, layers = VARIANTS[name]
         sigma = spread(Path(args.out) / name / "samples.npz")
         lines.append(
-            f"| {name} | {md_ns(md_path(md, args)):g} | {layers} | "
-            f"{steps} | {'–' if kl_start is None else kl_start} | {m['nll']:.1f} | "
-            f"{m['nll_train']:.1f} | "
-            f"{m['nll_gap']:.1f} | {m['ess']:.2%} | {m['ess_samples']:.0f} | {sigma:.2f} | "
+            f"| {name} | {md_ns(md_path(md, args)):g} | {layers} | {steps} | "
+            f"{energy_terms(name, kl_start)} | {'–' if kl_start is None else kl_start} | "
+            f"{m['nll']:.1f} | {m['nll_train']:.1f} | "
+            f"{m['nll_gap']:.1f} | {m['ess']:.2%} | {m['ess_samples']:.0f} | "
+            f"{m['ess_low']:.2%}–{m['ess_high']:.2%} | {m['ess_tail_index']:.2f} | {sigma:.2f} | "
             f"{math.exp(-sigma ** 2):.2%} | "
             f"{m['n_high_energy']} | {m['energy_w2_model']:.3g} |")
     return "\n".join(lines)

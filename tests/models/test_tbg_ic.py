@@ -448,3 +448,36 @@ def test_reverse_kl_on_training_peptides_fine_tunes_a_likelihood_run(tiny_dipept
     kind._reverse_kl(step=15).backward()
     grads = [p.grad for p in kind.module.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_log_weight_variance_term_reads_minus_log_w_up_to_a_constant(tiny_dipeptides, tmp_path):
+    """``w_lv``: per frame, the tables' log-density plus the stored offset is ``log q(x) + u(x)``
+    of the peptide's own flow and energy up to one constant per peptide; the term enters the
+    loss from ``kl_start`` on and the log gains its column."""
+    import csv
+
+    from boltzflow.data.dipeptides import load_index
+
+    config = parse_config({**TINY, "system": {"dataset": str(tiny_dipeptides)},
+                           "train": {**TINY["train"], "steps": 4},
+                           "tbg-ic": {**TINY["tbg-ic"], "w_lv": 1.0, "kl_start": 2}},
+                          source="t")
+    run = runs.train(config, tmp_path / "run", progress=False)
+    model = run.model
+    pep = model.peptides[0]
+    frames = load_index(tiny_dipeptides).dataset(pep.molecule.label)
+    system = systems.get(pep.system_id)
+    with torch.no_grad():
+        n = len(pep.tables)
+        z, logdet = model.module.inverse(pep.tables, RowContext.pad([pep.molecule] * n))
+        table_log_q = log_prior(z, RowContext.pad([pep.molecule] * n)) + logdet + pep.logdet
+        flow = model.flow_for(system)
+        x = frames.positions.float()
+        minus_log_w = flow.log_prob(x) + system.energy.energy(x)
+    diff = (table_log_q + pep.offset - minus_log_w).double()
+    assert diff.std() < 1e-2 and minus_log_w.std() > 1.0  # a constant; the weights are not
+    rows = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
+    assert float(rows[-1]["lv"]) > 0
+    before, after = model.loss(model.batch(1), 1), model.loss(model.batch(2), 2)
+    assert before["lv"].isnan() and before["loss"] == before["nll"]
+    torch.testing.assert_close(after["loss"], after["nll"] + after["lv"])

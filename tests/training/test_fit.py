@@ -14,6 +14,7 @@ from boltzflow.training import (
     combined_loss,
     fit,
     load_checkpoint,
+    log_weight_variance,
     nll,
     regularize_energy,
     reverse_kl,
@@ -59,6 +60,63 @@ def test_nll_and_combined_loss_parts():
     assert torch.allclose(parts["nll"], nll(flow, x))
     with pytest.raises(ValueError, match="w_nll > 0 needs data"):
         combined_loss(flow, Quadratic(), None, w_nll=1.0)
+
+
+def test_log_weight_variance_ignores_the_constant_and_sees_the_shape():
+    u = torch.randn(500)
+    assert log_weight_variance(-u + 7.3, u).item() == pytest.approx(0.0, abs=1e-10)
+    noise = 0.5 * torch.randn(500)
+    assert log_weight_variance(-u + noise, u).item() == pytest.approx(noise.var(False).item())
+
+
+def test_log_weight_variance_learns_the_target_from_energies_on_other_data():
+    # Reference samples from N(0, 1), not from the target N(1, 0.5²): the likelihood learns
+    # where the samples are, the log-weight variance learns the target's density from their
+    # energies.
+    energy, x = Quadratic(mean=1.0, scale=0.5), torch.randn(1024, 2)
+    u = energy.energy(x)
+    flows = {"nll": small_flow(), "lv": small_flow()}
+    losses = {"nll": lambda: nll(flows["nll"], x),
+              "lv": lambda: log_weight_variance(flows["lv"].log_prob(x), u)}
+    for name, flow in flows.items():
+        torch.manual_seed(0)
+        fit(flow, lambda step, name=name: {"loss": losses[name]()}, steps=400, lr=1e-2,
+            progress=False)
+    with torch.no_grad():
+        means = {name: flow.sample(20_000).mean(0) for name, flow in flows.items()}
+        stds = {name: flow.sample(20_000).std(0) for name, flow in flows.items()}
+        kl = reverse_kl(flows["lv"], energy, 20_000).item()
+    torch.testing.assert_close(means["lv"], torch.full((2,), 1.0), atol=0.03, rtol=0)
+    torch.testing.assert_close(stds["lv"], torch.full((2,), 0.5), atol=0.02, rtol=0)
+    assert kl == pytest.approx(-math.log(2 * math.pi * 0.5**2), abs=0.02)
+    torch.testing.assert_close(means["nll"], torch.zeros(2), atol=0.1, rtol=0)  # the data's
+
+
+def test_combined_loss_with_log_weight_variance():
+    flow, energy, x = small_flow(), Quadratic(), torch.randn(64, 2)
+    u = energy.energy(x)
+    parts = combined_loss(flow, energy, x, w_nll=1.0, w_lv=0.5, u_data=u)
+    assert set(parts) == {"loss", "nll", "lv"}
+    torch.testing.assert_close(parts["lv"], log_weight_variance(flow.log_prob(x), u))
+    torch.testing.assert_close(parts["loss"], parts["nll"] + 0.5 * parts["lv"])
+    with pytest.raises(ValueError, match="w_lv > 0 needs data samples x and their energies"):
+        combined_loss(flow, energy, x, w_lv=1.0)
+
+
+def test_log_weight_variance_with_model_samples_joins_them_to_the_data():
+    flow, energy, x = small_flow(), Quadratic(), torch.randn(64, 2)
+    u = energy.energy(x)
+    torch.manual_seed(3)
+    parts = combined_loss(flow, energy, x, w_nll=1.0, w_lv=1.0, u_data=u, n_lv_samples=32,
+                          u_high=5.0)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        xq = flow.sample(32)
+    uq = regularize_energy(energy.energy(xq), u_high=5.0)
+    expected = log_weight_variance(torch.cat([flow.log_prob(x), flow.log_prob(xq)]),
+                                   torch.cat([u, uq]))
+    torch.testing.assert_close(parts["lv"], expected)
+    assert not torch.allclose(parts["lv"], log_weight_variance(flow.log_prob(x), u))
 
 
 def test_regularize_energy_softens_and_replaces_nan():

@@ -43,6 +43,11 @@ class LikelihoodParams(Section):
         kl_start: first step of the reverse KL; before it, likelihood only (fit the data
             first, then refine on the energy).
         u_high: energies above this (kT) are softened logarithmically in the KL term.
+        w_lv: weight of the variance of ``log q + u`` over the data batch
+            (:func:`~boltzflow.training.log_weight_variance`; the data's energies are computed
+            once), from ``kl_start`` on like the reverse KL.
+        lv_samples: model samples per step that join the data in that variance (all ranks
+            together; 0: the data alone).
     """
 
     NAME = "coupling"
@@ -55,14 +60,16 @@ class LikelihoodParams(Section):
     kl_batch_size: int = 256
     kl_start: int = 0
     u_high: float = 1000.0
+    w_lv: float = 0.0
+    lv_samples: int = 0
 
     def validate(self) -> None:
         """Ranges, and a loss that trains something."""
         self.positive("n_bins", "bound", "kl_batch_size", "u_high")
-        self.non_negative("w_nll", "w_kl", "kl_start")
+        self.non_negative("w_nll", "w_kl", "kl_start", "w_lv", "lv_samples")
         check(self.n_layers >= 2, f"{self.NAME}.n_layers", "an integer >= 2", self.n_layers)
-        check(self.w_nll > 0 or self.w_kl > 0, f"{self.NAME}.w_nll", "> 0 when w_kl is 0",
-              self.w_nll)
+        check(self.w_nll > 0 or self.w_kl > 0 or self.w_lv > 0, f"{self.NAME}.w_nll",
+              "> 0 when w_kl and w_lv are 0", self.w_nll)
         check(self.kl_start == 0 or self.w_nll > 0, f"{self.NAME}.kl_start",
               "0 when w_nll is 0", self.kl_start)
 
@@ -99,18 +106,20 @@ class CouplingKind(ModelKind):
         super().__init__(config, module, system)
         self.data = data
         self.energy = system.energy
+        self.data_u: Tensor | None = None  # energies of ``data``, computed when first needed
 
     @classmethod
     def needs_data(cls, config: RunConfig) -> bool:
-        """Data for the likelihood term."""
-        return config.params.w_nll > 0
+        """Data for the likelihood and log-weight-variance terms."""
+        return config.params.w_nll > 0 or config.params.w_lv > 0
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
         """Batch sizes shared out over ranks."""
         size = distributed.world().size
         for key, value in (("train.batch_size", config.train.batch_size),
-                           (f"{cls.name}.kl_batch_size", config.params.kl_batch_size)):
+                           (f"{cls.name}.kl_batch_size", config.params.kl_batch_size),
+                           (f"{cls.name}.lv_samples", config.params.lv_samples)):
             check(value % size == 0, key, f"divisible by the number of ranks ({size})", value)
 
     @classmethod
@@ -137,29 +146,52 @@ class CouplingKind(ModelKind):
         self.energy = self.system.energy.to(device, dtype)
         if self.data is not None:
             self.data = self.data.to(device, dtype)
+        self.data_u = None
         return self
 
-    def batch(self, step: int) -> Tensor | None:
-        """This rank's share of ``batch_size`` reference samples (``None`` without data)."""
+    def batch(self, step: int) -> Tensor | tuple[Tensor, Tensor] | None:
+        """This rank's share of ``batch_size`` reference samples (``None`` without data); with
+        ``w_lv``, the samples and their energies."""
         if self.data is None:
             return None
         w, size = distributed.world(), self.config.train.batch_size
         gen = torch.Generator().manual_seed(distributed.step_seed(self.config.train.seed, step))
         idx = torch.randint(len(self.data), (size,), generator=gen)
         share = size // w.size
-        return self.data[idx[w.rank * share : (w.rank + 1) * share].to(self.data.device)]
+        idx = idx[w.rank * share : (w.rank + 1) * share].to(self.data.device)
+        if self.params.w_lv > 0:
+            return self.data[idx], self.data_energies()[idx]
+        return self.data[idx]
 
-    def loss(self, batch: Tensor | None, step: int) -> dict[str, Tensor]:
-        """``w_nll · NLL(batch) + w_kl · reverse KL`` (KL from ``kl_start`` on)."""
+    def data_energies(self, chunk: int = 1024) -> Tensor:
+        """The energies ``u`` (kT) of every data sample, computed once."""
+        if self.data_u is None:
+            with torch.no_grad():
+                self.data_u = torch.cat([self.energy.energy(x) for x in self.data.split(chunk)])
+            bad = ~torch.isfinite(self.data_u)
+            if bad.any():
+                raise BoltzflowError(
+                    f"{int(bad.sum())} of {len(self.data)} training configurations have a "
+                    f"non-finite energy; the log-weight variance (w_lv) needs finite ones: "
+                    f"check the data, or set {self.name}.w_lv: 0")
+        return self.data_u
+
+    def loss(self, batch: Tensor | tuple[Tensor, Tensor] | None, step: int
+             ) -> dict[str, Tensor]:
+        """``w_nll · NLL(batch) + w_lv · Var(log q + u)(batch) + w_kl · reverse KL`` (the last
+        two from ``kl_start`` on)."""
         p, w = self.params, distributed.world()
         torch.manual_seed(distributed.step_seed(self.config.train.seed, step, w.rank))
-        w_kl = p.w_kl if step >= p.kl_start else 0.0
+        x, u = batch if isinstance(batch, tuple) else (batch, None)
+        w_kl, w_lv = (p.w_kl, p.w_lv) if step >= p.kl_start else (0.0, 0.0)
         parts = combined_loss(
-            self.module, self.energy, batch, w_nll=p.w_nll, w_kl=w_kl,
-            n_samples=p.kl_batch_size // w.size, u_high=p.u_high,
+            self.module, self.energy, x, w_nll=p.w_nll, w_kl=w_kl,
+            n_samples=p.kl_batch_size // w.size, u_high=p.u_high, u_data=u, w_lv=w_lv,
+            n_lv_samples=p.lv_samples // w.size,
         )
-        if p.w_kl > 0 and "kl" not in parts:  # before kl_start: keep the log's columns
-            parts["kl"] = torch.full((), float("nan"))
+        for key, weight in (("kl", p.w_kl), ("lv", p.w_lv)):  # keep the log's columns
+            if weight > 0 and key not in parts:
+                parts[key] = torch.full((), float("nan"))
         return parts
 
     def flow_for(self, system: System) -> Flow:

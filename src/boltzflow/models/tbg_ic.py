@@ -122,6 +122,9 @@ class TBGICParams(Section):
         kl_peptides: peptides of each step's batch whose own samples enter the reverse KL.
         kl_samples: model samples per such peptide.
         u_high: energies above this (kT) are softened logarithmically in the KL term.
+        w_lv: weight of the variance of ``log q + u`` over each peptide's frames of the batch
+            (:func:`~boltzflow.training.log_weight_variance`, with the energies the dataset
+            stores), from ``kl_start`` on.
     """
 
     NAME = "tbg-ic"
@@ -137,12 +140,15 @@ class TBGICParams(Section):
     kl_peptides: int = 4
     kl_samples: int = 16
     u_high: float = 1000.0
+    w_lv: float = 0.0
 
     def validate(self) -> None:
         """Ranges; the width must split over the heads."""
         self.positive("hidden", "n_layers", "attention_layers", "heads", "n_bins", "bound",
                       "frames_per_peptide", "kl_peptides", "kl_samples", "u_high")
-        self.non_negative("w_kl", "kl_start")
+        self.non_negative("w_kl", "kl_start", "w_lv")
+        check(self.w_lv == 0 or self.frames_per_peptide >= 2, "tbg-ic.frames_per_peptide",
+              ">= 2 when w_lv > 0 (a variance over one frame is 0)", self.frames_per_peptide)
         check(self.hidden % self.heads == 0, "tbg-ic.hidden", "a multiple of tbg-ic.heads",
               self.hidden)
 
@@ -684,12 +690,16 @@ class PeptideTables:
             bound (``torsion_bound``), before it (the bound's inverse applied).
         logdet: ``[F]`` that inverse's log-det (``None``: no per-molecule bound).
         system_id: the peptide's system (its energy, for the reverse KL).
+        offset: ``[F]`` ``u + log|det ∂ic/∂x|`` of each frame: what ``-log w`` adds to the
+            tables' log-density, up to a constant per peptide (``None``: not needed, ``w_lv``
+            is 0).
     """
 
     molecule: Molecule
     tables: Tensor
     logdet: Tensor | None = None
     system_id: str = ""
+    offset: Tensor | None = None
 
 
 class TBGICKind(ModelKind):
@@ -701,7 +711,7 @@ class TBGICKind(ModelKind):
     system_defaults = {"id": ""}
     #: Energy-training settings may change when a run resumes (fine-tuning on the energy).
     resumable = ("tbg-ic.w_kl", "tbg-ic.kl_start", "tbg-ic.kl_peptides", "tbg-ic.kl_samples",
-                 "tbg-ic.u_high")
+                 "tbg-ic.u_high", "tbg-ic.w_lv")
     train_defaults = {"batch_size": 128, "checkpoint_every": 250, "warmup": 100,
                       "clip_grad": 10.0}
     sample_defaults = {"batch_size": 2000, "n_samples": 1000}
@@ -762,8 +772,12 @@ class TBGICKind(ModelKind):
         from ..data.dipeptides import load_index
 
         index = load_index(source.dataset)
+        offsets = (load_peptide_offsets(source.dataset, [m for m, _ in raw],
+                                        config.system.max_frames)
+                   if config.params.w_lv > 0 else [None] * len(raw))
         peptides = [replace(tables_of(m, f, stats, config.params, layout),
-                            system_id=index.entry(m.label).system_id) for m, f in raw]
+                            system_id=index.entry(m.label).system_id, offset=o)
+                    for (m, f), o in zip(raw, offsets, strict=True)]
         torch.manual_seed(config.train.seed)
         info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
         return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides, layout)
@@ -800,8 +814,10 @@ class TBGICKind(ModelKind):
         return {**self.info, "vocabulary": self.module.vocabulary.to_dict(),
                 "stats": self.stats, **self.layout}
 
-    def batch(self, step: int) -> tuple[Tensor, RowContext]:
-        """This rank's padded tables of the global batch of ``step``."""
+    def batch(self, step: int) -> tuple[Tensor, RowContext, Tensor | None, Tensor | None]:
+        """This rank's padded tables of the global batch of ``step`` (``frames_per_peptide``
+        consecutive rows per peptide), with the per-frame bound log-dets and offsets
+        (:class:`PeptideTables`; ``None`` where the model has none)."""
         w, k = distributed.world(), self.params.frames_per_peptide
         n_mol = min(self.config.train.batch_size // k, len(self.peptides))
         gen = torch.Generator().manual_seed(distributed.step_seed(self.config.train.seed, step))
@@ -817,29 +833,47 @@ class TBGICKind(ModelKind):
         r = ctx.rows.shape[1]
         tables = torch.cat([pad_rows(self.peptides[chosen[j]].tables[frames[j]], r)
                             for j in mine])
-        if self.peptides[0].logdet is None:
-            return tables.to(self.device), ctx.to(self.device)
-        logdet = torch.cat([self.peptides[chosen[j]].logdet[frames[j]] for j in mine])
-        return tables.to(self.device), ctx.to(self.device), logdet.to(self.device)
+        def column(name: str) -> Tensor | None:  # a per-frame column of every peptide, or None
+            if getattr(self.peptides[0], name) is None:
+                return None
+            return torch.cat([getattr(self.peptides[chosen[j]], name)[frames[j]]
+                              for j in mine]).to(self.device)
+
+        return tables.to(self.device), ctx.to(self.device), column("logdet"), column("offset")
 
     def loss(self, batch: tuple[Tensor, RowContext], step: int) -> dict[str, Tensor]:
         """Negative log-likelihood of the normalized coordinates per molecule (the constant
         normalization and Cartesian log-dets left out); with ``w_kl``, plus ``w_kl`` times the
         reverse KL ``E_q[u + log q]`` of a few of the step's training peptides (from
         ``kl_start``)."""
-        tables, ctx = batch[:2]
-        bound_logdet = batch[2] if len(batch) > 2 else 0.0  # per-molecule bound, precomputed
-        if self._table_bound is not None and len(batch) == 2:
-            tables, bound_logdet = self._table_bound.to(tables.device).inverse(tables)
+        tables, ctx, bound_logdet, offset = (*batch, None, None)[:4]
+        if bound_logdet is None:  # else: the per-molecule bound, precomputed
+            bound_logdet = 0.0
+            if self._table_bound is not None:
+                tables, bound_logdet = self._table_bound.to(tables.device).inverse(tables)
         z, logdet = self.module.inverse(tables, ctx)
-        nll = -(log_prior(z, ctx) + logdet + bound_logdet).mean()
+        log_q = log_prior(z, ctx) + logdet + bound_logdet
+        nll = -log_q.mean()
         p = self.params
-        if p.w_kl <= 0:
+        if p.w_kl <= 0 and p.w_lv <= 0:
             return {"loss": nll}
+        parts = {"loss": nll, "nll": nll}
+        for key, weight in (("kl", p.w_kl), ("lv", p.w_lv)):
+            if weight > 0:
+                parts[key] = torch.full((), float("nan"))  # before kl_start: the log's column
         if step < p.kl_start:
-            return {"loss": nll, "nll": nll, "kl": torch.full((), float("nan"))}
-        kl = self._reverse_kl(step)
-        return {"loss": nll + p.w_kl * kl, "nll": nll, "kl": kl}
+            return parts
+        if p.w_lv > 0:
+            if offset is None:
+                raise BoltzflowError("tbg-ic.w_lv > 0 needs the frames' energies: build the "
+                                     "model with w_lv set (a run resumed with it rebuilds them)")
+            a = (log_q + offset).view(-1, p.frames_per_peptide)  # one row per peptide
+            parts["lv"] = (a - a.mean(1, keepdim=True)).square().mean()
+            parts["loss"] = parts["loss"] + p.w_lv * parts["lv"]
+        if p.w_kl > 0:
+            parts["kl"] = self._reverse_kl(step)
+            parts["loss"] = parts["loss"] + p.w_kl * parts["kl"]
+        return parts
 
     def _reverse_kl(self, step: int) -> Tensor:
         """Mean ``u + log q`` over ``kl_samples`` samples of each of ``kl_peptides`` training
@@ -941,6 +975,32 @@ def pad_rows(tables: Tensor, r: int) -> Tensor:
     return torch.nn.functional.pad(tables, (0, 0, 0, r - tables.shape[1]))
 
 
+def _frames(x: Tensor, max_frames: int) -> Tensor:
+    """``max_frames`` evenly spaced rows of ``x`` (all when 0 or more than there are)."""
+    if 0 < max_frames < len(x):
+        return x[torch.linspace(0, len(x) - 1, max_frames).round().long()]
+    return x
+
+
+def load_peptide_offsets(dataset: str | Path, molecules: list[Molecule], max_frames: int = 0
+                         ) -> list[Tensor]:
+    """Each molecule's ``[F]`` per-frame ``u + log|det ∂ic/∂x|`` (float32; the frames of
+    :func:`load_peptide_ics`, ``u`` the reduced energy the dataset stores)."""
+    from ..data.dipeptides import load_index
+
+    index = load_index(dataset)
+    out = []
+    for mol in molecules:
+        data = index.dataset(mol.label)
+        u = _frames(data.energies.to(torch.float64), max_frames)
+        if not torch.isfinite(u).all():
+            raise BoltzflowError(f"peptide {mol.label} of {dataset} has frames without a finite "
+                                 "energy; tbg-ic.w_lv needs them: set it to 0")
+        ic_logdet = mol.ic.inverse(_frames(data.positions.to(torch.float64), max_frames))[1]
+        out.append((u + ic_logdet).float())
+    return out
+
+
 def load_peptide_ics(
     dataset: str | Path, vocabulary: Vocabulary, max_frames: int = 0, split: str = "train",
     ring_closures: bool = True, hydrogen_names: bool = True, key_version: int = 2,
@@ -958,8 +1018,6 @@ def load_peptide_ics(
         system = systems.get(index.entry(seq).system_id)
         mol = describe_molecule(system.topology, vocabulary, seq, ring_closures, hydrogen_names,
                                 key_version, positions=data.positions[0])
-        x = data.positions.to(torch.float64)
-        if 0 < max_frames < len(x):
-            x = x[torch.linspace(0, len(x) - 1, max_frames).round().long()]
-        out.append((mol, mol.ic.inverse(x)[0]))
+        out.append((mol, mol.ic.inverse(_frames(data.positions.to(torch.float64),
+                                                max_frames))[0]))
     return out

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .fit import fit, make_scheduler
-from .losses import combined_loss, nll, regularize_energy, reverse_kl
+from .losses import combined_loss, log_weight_variance, nll, regularize_energy, reverse_kl
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "combined_loss",
+    "log_weight_variance",
     "fit",
     "load_checkpoint",
     "make_scheduler",

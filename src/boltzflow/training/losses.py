@@ -2,6 +2,8 @@
 
 * :func:`nll` — maximum likelihood on samples (forward KL up to a constant).
 * :func:`reverse_kl` — ``E_q[u(x) + log q(x)]`` on the energy alone (Noé et al., 2019).
+* :func:`log_weight_variance` — the variance of ``log q(x) + u(x)`` over reference samples
+  (a log-variance divergence with the data as reference; Richter et al., 2020).
 * :func:`combined_loss` — their weighted sum.
 """
 
@@ -50,6 +52,19 @@ def reverse_kl(
     return torch.where(inside, u + log_q, 0.0).sum() / inside.sum().clamp_min(1)
 
 
+def log_weight_variance(log_q: Tensor, u: Tensor) -> Tensor:
+    """``Var[log q(x) + u(x)]`` over a batch of reference samples ``x`` (a scalar tensor).
+
+    ``log q + u = -log w``: the variance is zero exactly when ``q ∝ exp(-u)`` where the samples
+    lie, whatever the normalizing constant; it is the log-variance divergence of Richter et
+    al. (2020, "VarGrad") with the data's distribution as reference. Unlike the likelihood,
+    which learns relative densities from how often configurations occur, it reads them from the
+    energies the samples carry. Costs nothing beyond the likelihood's density pass.
+    """
+    a = log_q + u
+    return (a - a.mean()).square().mean()
+
+
 def combined_loss(
     model: Distribution,
     energy: Energy,
@@ -59,18 +74,38 @@ def combined_loss(
     w_kl: float = 0.0,
     n_samples: int = 256,
     u_high: float = 1e3,
+    u_data: Tensor | None = None,
+    w_lv: float = 0.0,
+    n_lv_samples: int = 0,
 ) -> dict[str, Tensor]:
-    """``w_nll · nll + w_kl · reverse_kl``; returns ``{"loss", "nll", "kl"}`` (the parts it used)."""
+    """``w_nll · nll + w_lv · log_weight_variance + w_kl · reverse_kl``; returns ``{"loss",
+    "nll", "lv", "kl"}`` (the parts it used). ``u_data``: the energies of ``x`` (``w_lv > 0``);
+    ``n_lv_samples`` model samples (drawn without gradient, energies softened above ``u_high``)
+    join the data in the variance, so that mass the model puts where no data lie is seen."""
     parts: dict[str, Tensor] = {}
     loss = torch.zeros(())
-    if w_nll > 0:
+    if w_lv > 0 and (x is None or u_data is None):
+        raise ValueError("w_lv > 0 needs data samples x and their energies u_data")
+    if w_nll > 0 or w_lv > 0:
         if x is None:
             raise ValueError("w_nll > 0 needs data samples x")
-        parts["nll"] = nll(model, x)
+        log_q = model.log_prob(x)
+        parts["nll"] = -log_q.mean()
         loss = loss + w_nll * parts["nll"]
+        if w_lv > 0:
+            u_lv = u_data
+            if n_lv_samples > 0:
+                with torch.no_grad():
+                    xq = model.sample(n_lv_samples)
+                    uq = regularize_energy(energy.energy(xq), u_high=u_high)
+                lq = model.log_prob(xq)
+                inside = torch.isfinite(lq)
+                log_q, u_lv = torch.cat([log_q, lq[inside]]), torch.cat([u_data, uq[inside]])
+            parts["lv"] = log_weight_variance(log_q, u_lv)
+            loss = loss + w_lv * parts["lv"]
     if w_kl > 0:
         parts["kl"] = reverse_kl(model, energy, n_samples, u_high=u_high)
         loss = loss + w_kl * parts["kl"]
     if not parts:
-        raise ValueError("at least one of w_nll and w_kl must be positive")
+        raise ValueError("at least one of w_nll, w_lv and w_kl must be positive")
     return {"loss": loss, **parts}
