@@ -2,8 +2,9 @@
 
 Draws ``--n`` samples ``--draws`` times (seeds 1, 2, …) from a run's flow, and prints each
 draw's Kish ESS with its 90 % interval (``sampling.effective_sample_size_interval``), the
-largest normalized weight, and the median and range over the draws; invalid molecules weigh 0,
-as in ``metrics.json``. The run directory is only read.
+largest normalized weight, the median and range over the draws, and the ESS of all draws
+pooled (``draws × n`` samples); invalid molecules weigh 0, as in ``metrics.json``. The run
+directory is only read.
 
     .venv/bin/python bench/ess_draws.py --run runs/demo --n 20000 --draws 5
 """
@@ -33,7 +34,7 @@ def main() -> None:
     print(f"run {args.run}: {args.draws} draws of {args.n} samples\n")
     print("| draw (seed) | ESS | 90 % interval | ESS n | largest weight | tail index | s |")
     print("|---|---|---|---|---|---|---|")
-    values = []
+    values, pooled = [], []
     for seed in range(1, args.draws + 1):
         t0 = time.perf_counter()
         torch.manual_seed(seed)
@@ -43,11 +44,16 @@ def main() -> None:
             log_w = mask_invalid(log_w, validity(samples.x.double(), run.system).valid)
         iv = effective_sample_size_interval(log_w, seed=seed)
         values.append(iv.ess)
+        pooled.append(log_w)
         print(f"| {seed} | {iv.ess:.1%} | {iv.low:.1%}–{iv.high:.1%} | {iv.ess * args.n:.0f} | "
               f"{largest_weight(log_w):.3g} | {iv.tail_index:.2f} | "
               f"{time.perf_counter() - t0:.0f} |", flush=True)
     print(f"\nmedian ESS {statistics.median(values):.1%}, range {min(values):.1%}–"
           f"{max(values):.1%} over {len(values)} draws")
+    iv = effective_sample_size_interval(torch.cat(pooled), seed=0)
+    n = len(values) * args.n
+    print(f"pooled ({n} samples): ESS {iv.ess:.2%} ({iv.ess * n:.0f} effective; 90 % interval "
+          f"{iv.low:.2%}–{iv.high:.2%}), tail index {iv.tail_index:.2f}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ VARIANTS = {
     "long-3400-lv0.25-kl0-seed1": ("long", 3400, 1700, 6),
     "long-3400-lv0.1-kl0": ("long", 3400, 1700, 6),
     "budget-md60-lv0.25-kl0": ("long:2.9", 1700, 850, 6),
+    # the molecules benchmark's peptide runs (``--system``, ``--long`` their MD): its plan's
+    # steps with 0.25·LV in place of the reverse KL
+    "plan-2000-lv0.25-kl0": ("long", 2000, 1000, 6),
+    "plan-2400-lv0.25-kl0": ("long", 2400, 1200, 6),
+    "plan-2600-lv0.25-kl0": ("long", 2600, 1300, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -99,6 +104,8 @@ OVERRIDES = {
     "long-3400-lv0.25-kl0-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "train.seed": 1},
     "long-3400-lv0.1-kl0": {"internal.w_lv": 0.1, "internal.w_kl": 0.0},
     "budget-md60-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
+    **{f"plan-{n}-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0}
+       for n in (2000, 2400, 2600)},
 }
 
 

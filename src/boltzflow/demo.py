@@ -315,7 +315,7 @@ def run_molecule(
     from .errors import BoltzflowError
     from .io import write_text_atomic
     from .models import config_with
-    from .presets import Preset, plan_molecule
+    from .presets import Preset, energy_term, plan_molecule
     from .systems.molecule import MolecularSystem
 
     section = {k: v for k, v in (("forcefield", forcefield), ("solvent", solvent),
@@ -347,8 +347,8 @@ def run_molecule(
     md, p = preset.md, preset.model
     echo(f"plan: {md['ns']:g} ns of MD ({md['replicas']} replicas {molecule.temperature:g}-"
          f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps); a {p['n_layers']}-"
-         f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps (reverse KL "
-         f"from step {p['kl_start']}); {preset.sample['n_samples']} samples")
+         f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps "
+         f"({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
     preset = preset.replace(md={} if ns is None else {"ns": ns},
                             train={} if steps is None else {"steps": steps},
                             model={} if steps is None else {"kl_start": steps // 2},
@@ -398,7 +398,7 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     model.to(torch.device("cpu"), torch.float32)
     optimizer = torch.optim.Adam(model.module.parameters(), lr=1e-4)
     times = []
-    for step in range(8):  # steps 0-3 likelihood only, 4-7 with the reverse KL
+    for step in range(8):  # steps 0-3 likelihood only, 4-7 with the energy term
         t0 = time.perf_counter()
         loss = model.loss(model.batch(step), step)["loss"]
         optimizer.zero_grad()

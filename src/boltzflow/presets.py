@@ -134,7 +134,7 @@ class Speeds:
     Attributes:
         md_ns_seconds: wall seconds per ns of MD of one replica (OpenMM Reference).
         step_seconds: wall seconds per training step, averaged over the two phases
-            (likelihood only, then with the reverse KL: half the steps each).
+            (likelihood only, then with the energy term: half the steps each).
         workers: processes the MD replicas run in at once.
     """
 
@@ -154,18 +154,33 @@ MD_SHARE, TRAIN_SHARE = 0.6, 0.25
 #: frame every 0.05 ps (moving from 0.2 ps to 0.05 ps took ESS from 10 % to 41 % at the same MD
 #: length) and 4 parallel-tempering replicas up to twice the temperature (at most 600 K).
 MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.05, "equilibration_ps": 20.0, "seed": 0}
-#: Flow and loss of the one-command path: likelihood, then likelihood + reverse KL from
-#: half-way (the alanine dipeptide recipe, docs/aldp.md); the layers and widths come from
-#: :func:`flow_for_size`.
-MOLECULE_MODEL = {"n_bins": 8, "w_nll": 1.0, "w_kl": 1.0, "u_high": 200.0, "kl_batch_size": 256}
+#: Flow and loss of the one-command path: likelihood, then likelihood + an energy term from
+#: half-way; the layers, widths and the energy term come from :func:`flow_for_size`.
+MOLECULE_MODEL = {"n_bins": 8, "w_nll": 1.0, "u_high": 200.0, "kl_batch_size": 256}
 
 
 def flow_for_size(n_atoms: int) -> dict[str, Any]:
-    """Layers and conditioner widths by molecule size: up to 30 atoms the quality preset's
-    8 × ``[128, 128]`` (ESS 41 % on alanine dipeptide, docs/benchmarks.md); above, 6 ×
-    ``[128, 128]`` (on a 43-atom Trp peptide 12 layers gave a worse held-out NLL and ESS at
-    twice the cost, docs/benchmarks.md)."""
-    return {"n_layers": 8 if n_atoms <= 30 else 6, "hidden": [128, 128]}
+    """Layers, conditioner widths and energy term by molecule size.
+
+    Up to 30 atoms the quality preset's 8 × ``[128, 128]`` and the reverse KL (the alanine
+    dipeptide recipe, docs/aldp.md: ESS 44.6 %; with the log-weight variance instead 32.0 %);
+    above, 6 × ``[128, 128]`` (on a 43-atom Trp peptide 12 layers gave a worse held-out NLL
+    and ESS at twice the cost) and a quarter of the log-weight variance of the MD batch
+    (``w_lv``) in place of the reverse KL: on the molecules benchmark's three peptides, same
+    MD and steps, 3-4 times the effective samples and a lighter weight tail, at the price of
+    more clashing samples (docs/benchmarks.md, ``bench/md_fit.py``)."""
+    if n_atoms <= 30:
+        return {"n_layers": 8, "hidden": [128, 128], "w_kl": 1.0, "w_lv": 0.0}
+    return {"n_layers": 6, "hidden": [128, 128], "w_kl": 0.0, "w_lv": 0.25}
+
+
+def energy_term(model: dict[str, Any]) -> str:
+    """The energy term of a model section in words: ``reverse KL``, ``0.25 × log-weight
+    variance`` or both."""
+    terms = [t for w, t in ((model.get("w_kl", 0.0), "reverse KL"),
+                            (model.get("w_lv", 0.0), f"{model.get('w_lv', 0.0):g} × log-weight "
+                                                     "variance")) if w > 0]
+    return " + ".join(terms) or "no energy term"
 
 
 def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
@@ -174,8 +189,8 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
 
     MD gets :data:`MD_SHARE` of ``minutes`` (parallel tempering with :data:`MOLECULE_MD`, its
     length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` plus whatever MD time the
-    10-ns cap leaves (steps from ``speeds``, 300-8,000, reverse KL from half-way), sampling
-    20,000 configurations.
+    10-ns cap leaves (steps from ``speeds``, 300-8,000, the energy term of
+    :func:`flow_for_size` from half-way), sampling 20,000 configurations.
 
     Args:
         system: system id (or PDB path) of the molecule.

@@ -11,7 +11,8 @@ import pytest
 from cli_util import run_main
 
 import boltzflow as bf
-from boltzflow.presets import Speeds, plan_molecule
+from boltzflow.models import parse_config
+from boltzflow.presets import Speeds, energy_term, plan_molecule
 
 
 def _write_pdb(system_id: str, path) -> None:
@@ -21,29 +22,35 @@ def _write_pdb(system_id: str, path) -> None:
 
 
 def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
-    """A PDB of Ace-Pro-Nme: plan printed and saved, report with the ring's closing bond and
-    the high-energy count; a rerun resumes without redoing MD or training."""
-    pdb = tmp_path / "pro.pdb"
-    _write_pdb("peptide:ACE-PRO-NME", pdb)
+    """A PDB of Ace-Phe-Nme (32 atoms: the larger molecules' energy term, the log-weight
+    variance): plan printed and saved, report with the ring's closing bond and the
+    high-energy count; a rerun resumes without redoing MD or training."""
+    import csv
+
+    pdb = tmp_path / "phe.pdb"
+    _write_pdb("peptide:ACE-PHE-NME", pdb)
     out = tmp_path / "run"
     args = ("demo", "--system", str(pdb), "--temperature", "300", "--minutes", "2",
             "--ns", "0.005", "--steps", "20", "--n-samples", "200", "--out", str(out),
             "--no-progress")
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
-    assert "plan:" in text and "s per training step" in text and "ring closure PRO2:" in text
+    assert "plan:" in text and "s per training step" in text and "ring closure PHE2:" in text
+    assert "(0.25 × log-weight variance from step" in text
     plan = json.loads((out / "plan.json").read_text())
     assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
+    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    assert float(rows[-1]["lv"]) > 0 and "kl" not in rows[-1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 200 and 0 <= metrics["n_high_energy"] <= 200
     assert f"fits frames it saw {metrics['nll_gap']:.1f} nats better" in text
     assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
     (ring,) = metrics["ring_closures"]
-    assert ring["bond"].startswith("PRO2:") and ring["md_sd"] > 0 and ring["model_sd"] > 0
+    assert ring["bond"].startswith("PHE2:") and ring["md_sd"] > 0 and ring["model_sd"] > 0
     for name in ("md/provenance.json", "checkpoint.pt", "report.md", "report.html"):
         assert (out / name).exists(), name
-    assert "ring closure PRO2:" in (out / "report.md").read_text()
+    assert "ring closure PHE2:" in (out / "report.md").read_text()
     stamps = {n: (out / n).stat().st_mtime_ns for n in ("md/provenance.json", "checkpoint.pt")}
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
@@ -82,6 +89,14 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     assert slow.md["ns"] < fast.md["ns"] < long.md["ns"]
     assert slow.train["steps"] < fast.train["steps"] <= long.train["steps"]
     assert fast.model["kl_start"] == fast.train["steps"] // 2
+    # the energy term by size: reverse KL up to 30 atoms, a quarter of the log-weight variance
+    # above (docs/benchmarks.md)
+    assert (fast.model["w_kl"], fast.model["w_lv"], fast.model["n_layers"]) == (0.0, 0.25, 6)
+    small = plan_molecule("m.pdb", 22, 300.0, 30, Speeds(100.0, 0.3, 2))
+    assert (small.model["w_kl"], small.model["w_lv"], small.model["n_layers"]) == (1.0, 0.0, 8)
+    assert energy_term(small.model) == "reverse KL"
+    assert energy_term(fast.model) == "0.25 × log-weight variance"
+    parse_config({"model": "internal", "internal": fast.model})  # a valid section
     # MD ~60 % and training ~25 % of the budget at the measured speeds
     md_s = fast.md["ns"] * 100.0 * 2  # 4 replicas on 2 workers
     assert 0.55 * 1800 < md_s <= 0.61 * 1800

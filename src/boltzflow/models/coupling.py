@@ -167,13 +167,14 @@ class CouplingKind(ModelKind):
         """The energies ``u`` (kT) of every data sample, computed once."""
         if self.data_u is None:
             with torch.no_grad():
-                self.data_u = torch.cat([self.energy.energy(x) for x in self.data.split(chunk)])
-            bad = ~torch.isfinite(self.data_u)
+                u = torch.cat([self.energy.energy(x) for x in self.data.split(chunk)])
+            bad = ~torch.isfinite(u)
             if bad.any():
                 raise BoltzflowError(
                     f"{int(bad.sum())} of {len(self.data)} training configurations have a "
                     f"non-finite energy; the log-weight variance (w_lv) needs finite ones: "
                     f"check the data, or set {self.name}.w_lv: 0")
+            self.data_u = u
         return self.data_u
 
     def loss(self, batch: Tensor | tuple[Tensor, Tensor] | None, step: int
