@@ -26,6 +26,7 @@ def _config(**coupling):
 def test_batch_carries_the_data_energies_and_the_log_the_term(tmp_path):
     run = runs.train(_config(w_lv=1.0, kl_start=2), tmp_path, progress=False)
     model = run.model
+    assert model.describe().endswith("loss = 1·NLL + 0·reverse KL + 1·Var(log q + u)")
     x, u = model.batch(0)
     assert x.shape == (32, 2) and u.shape == (32,)
     torch.testing.assert_close(u, model.system.energy.energy(x))
@@ -41,6 +42,7 @@ def test_batch_carries_the_data_energies_and_the_log_the_term(tmp_path):
 def test_no_energies_computed_without_the_term(tmp_path):
     run = runs.train(_config(), tmp_path, progress=False)
     assert isinstance(run.model.batch(0), torch.Tensor) and run.model.data_u is None
+    assert run.model.describe().endswith("loss = 1·NLL + 0·reverse KL")  # as before w_lv
 
 
 def test_non_finite_data_energy_is_one_line(tmp_path):

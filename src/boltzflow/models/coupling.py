@@ -203,8 +203,15 @@ class CouplingKind(ModelKind):
         """Layers, widths and loss weights."""
         p = self.params
         return (f"{p.n_layers} {p.transform} coupling layers, hidden {p.hidden}; "
-                f"{self.config.train.steps} steps, loss = {p.w_nll:g}·NLL + "
-                f"{p.w_kl:g}·reverse KL")
+                f"{self.config.train.steps} steps, loss = {loss_terms(p)}")
+
+
+def loss_terms(p: LikelihoodParams) -> str:
+    """The loss in words: ``1·NLL + 1·reverse KL``, with ``+ 0.25·Var(log q + u)`` when the
+    log-weight variance is on (the text is part of the sample cache's key: runs made before
+    ``w_lv`` keep theirs)."""
+    text = f"{p.w_nll:g}·NLL + {p.w_kl:g}·reverse KL"
+    return text + (f" + {p.w_lv:g}·Var(log q + u)" if p.w_lv > 0 else "")
 
 
 def _coupling_flow(system: System, p: CouplingParams, data: Tensor | None) -> Flow:

@@ -29,7 +29,7 @@ from ..transforms.ic_normalization import fit_ic_normalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.zmatrix import build_zmatrix
 from .base import ModelKind, TrainingSet
-from .coupling import CouplingKind, LikelihoodParams
+from .coupling import CouplingKind, LikelihoodParams, loss_terms
 
 __all__ = ["TAIL_BOUND", "InternalKind", "InternalParams", "build_molecular_flow"]
 
@@ -111,8 +111,7 @@ class InternalKind(CouplingKind):
         """Layers, widths and loss weights."""
         p = self.params
         return (f"{p.n_layers} internal-coordinate spline coupling layers, hidden {p.hidden}; "
-                f"{self.config.train.steps} steps, loss = {p.w_nll:g}·NLL + "
-                f"{p.w_kl:g}·reverse KL")
+                f"{self.config.train.steps} steps, loss = {loss_terms(p)}")
 
 
 def build_molecular_flow(
