@@ -346,7 +346,9 @@ def run_molecule(
              f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step")
     md, p = preset.md, preset.model
     echo(f"plan: {md['ns']:g} ns of MD ({md['replicas']} replicas {molecule.temperature:g}-"
-         f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps); a {p['n_layers']}-"
+         f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps"
+         + (f", {md['timestep_fs']:g}-fs steps with {md['hydrogen_mass_amu']:g}-amu hydrogens"
+            if md.get("hydrogen_mass_amu") else "") + f"); a {p['n_layers']}-"
          f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps "
          f"({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
     preset = preset.replace(md={} if ns is None else {"ns": ns},
@@ -389,7 +391,9 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         dataset = simulate(system, Path(tmp) / "md", ns=probe_ns, equilibration_ps=1.0,
-                           frame_interval_ps=MOLECULE_MD["frame_interval_ps"], progress=False)
+                           frame_interval_ps=MOLECULE_MD["frame_interval_ps"], progress=False,
+                           timestep_fs=MOLECULE_MD["timestep_fs"],
+                           hydrogen_mass_amu=MOLECULE_MD["hydrogen_mass_amu"])
         md_ns_seconds = (time.perf_counter() - t0) / (probe_ns + 0.001)
         frames = dataset.positions.float()
     model_section = {**MOLECULE_MODEL, **flow_for_size(system.n_atoms), "kl_start": 4}

@@ -153,7 +153,16 @@ MD_SHARE, TRAIN_SHARE = 0.6, 0.25
 #: MD defaults of the one-command path, from the alanine dipeptide study (``docs/aldp.md``): a
 #: frame every 0.05 ps (moving from 0.2 ps to 0.05 ps took ESS from 10 % to 41 % at the same MD
 #: length) and 4 parallel-tempering replicas up to twice the temperature (at most 600 K).
-MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.05, "equilibration_ps": 20.0, "seed": 0}
+#: Hydrogens repartitioned to 3 amu and a 2-fs step: the same configurations at half the cost of
+#: 1 fs (the configurational distribution does not depend on masses; on a 43-atom Trp peptide,
+#: 1 ns each, <u> and its spread agree with 1 fs within their errors, docs/md.md).
+MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.05, "equilibration_ps": 20.0, "seed": 0,
+               "timestep_fs": 2.0, "hydrogen_mass_amu": 3.0}
+#: At most this many training steps per ns of MD; training time the cap leaves goes to MD. The
+#: held-out minus training NLL of the plan's flow grew with steps per ns: Trp-Gly 570 / ns
+#: (6 ns) 0.3 nats, Pro-Phe 670 / ns 1.7, Trp-Gly 1,090 / ns 3.1, Pro-Phe 1,370 / ns 5.7, where
+#: the flow learned its frames and the ESS fell (docs/benchmarks.md, docs/molecules.md).
+MAX_STEPS_PER_NS = 700
 #: Flow and loss of the one-command path: likelihood, then likelihood + an energy term from
 #: half-way; the layers, widths and the energy term come from :func:`flow_for_size`.
 MOLECULE_MODEL = {"n_bins": 8, "w_nll": 1.0, "u_high": 200.0, "kl_batch_size": 256}
@@ -191,7 +200,9 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     MD gets :data:`MD_SHARE` of ``minutes`` (parallel tempering with :data:`MOLECULE_MD`, its
     length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` plus whatever MD time the
     10-ns cap leaves (steps from ``speeds``, 300-8,000, the energy term of
-    :func:`flow_for_size` from half-way), sampling 20,000 configurations.
+    :func:`flow_for_size` from half-way), sampling 20,000 configurations. Where training would
+    take more than :data:`MAX_STEPS_PER_NS` steps per ns of MD, the two shares are rebalanced
+    so that it takes exactly that many (more MD, fewer steps).
 
     Args:
         system: system id (or PDB path) of the molecule.
@@ -214,14 +225,21 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     md = dict(MOLECULE_MD)
     rounds = -(-md["replicas"] // max(1, speeds.workers))  # replica batches per MD step
     ns_seconds = speeds.md_ns_seconds * rounds  # wall seconds per ns of the whole ladder
-    ns = MD_SHARE * minutes * 60 / ns_seconds
+    md_seconds, train_seconds = MD_SHARE * minutes * 60, TRAIN_SHARE * minutes * 60
+    if train_seconds / speeds.step_seconds > MAX_STEPS_PER_NS * md_seconds / ns_seconds:
+        # more steps than the MD can teach: split MD + training so that steps = cap x ns
+        both = md_seconds + train_seconds
+        md_seconds = both * ns_seconds / (ns_seconds + MAX_STEPS_PER_NS * speeds.step_seconds)
+        train_seconds = both - md_seconds
+    ns = md_seconds / ns_seconds
     md["ns"] = round(min(10.0, max(0.2, ns)), 1)
-    unused = max(0.0, MD_SHARE * minutes * 60 - md["ns"] * ns_seconds)
+    unused = max(0.0, md_seconds - md["ns"] * ns_seconds)
     md["t_max"] = min(2 * temperature, 600.0)
     frames = int(md["ns"] * 1000 / md["frame_interval_ps"])
     n_test = min(2000, frames // 10)
-    steps = int((TRAIN_SHARE * minutes * 60 + unused) / speeds.step_seconds) // 100 * 100
-    steps = min(8000, max(300, steps))
+    steps = int((train_seconds + unused) / speeds.step_seconds) // 100 * 100
+    steps = min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, max(300, steps))
+    steps = max(300, steps)
     model = {**MOLECULE_MODEL, **flow_for_size(n_atoms), "kl_start": steps // 2}
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,

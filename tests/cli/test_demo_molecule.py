@@ -12,7 +12,7 @@ from cli_util import run_main
 
 import boltzflow as bf
 from boltzflow.models import parse_config
-from boltzflow.presets import Speeds, energy_term, plan_molecule
+from boltzflow.presets import MAX_STEPS_PER_NS, Speeds, energy_term, plan_molecule
 
 
 def _write_pdb(system_id: str, path) -> None:
@@ -106,6 +106,17 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     assert capped.md["ns"] == 10.0
     spare = 0.6 * 1800 - 10.0 * 10.0 * 2
     assert (0.25 * 1800 + spare) - 100 * 0.3 < capped.train["steps"] * 0.3 <= 0.25 * 1800 + spare
+    # cheap training steps: no more than MAX_STEPS_PER_NS per ns of MD, the rest of the
+    # training share goes to MD (more ns than `fast`, same total)
+    quick = plan_molecule("m.pdb", 40, 300.0, 30, Speeds(100.0, 0.05, 2))
+    assert quick.md["ns"] > fast.md["ns"]
+    assert 0.95 * MAX_STEPS_PER_NS * quick.md["ns"] - 100 < quick.train["steps"] \
+        <= MAX_STEPS_PER_NS * quick.md["ns"]
+    used = quick.md["ns"] * 100.0 * 2 + quick.train["steps"] * 0.05
+    assert 0.8 * 1800 < used <= 0.85 * 1800
+    assert fast.train["steps"] < MAX_STEPS_PER_NS * fast.md["ns"]  # not rebalanced
+    # MD at 2 fs with hydrogens at 3 amu (docs/md.md)
+    assert (fast.md["timestep_fs"], fast.md["hydrogen_mass_amu"]) == (2.0, 3.0)
     cold = plan_molecule("m.pdb", 40, 310.0, 30, Speeds(100.0, 0.1, 2),
                          {"forcefield": "amber14", "temperature": 310.0})
     assert cold.md["t_max"] == 600 and cold.data["temperature"] == 310.0

@@ -273,3 +273,69 @@ def test_replicas_in_worker_processes_resume_exactly_and_sample_the_target(molec
     assert all(a["attempts"] == b["attempts"] for a, b in pairs)
     with pytest.raises(BoltzflowError, match="workers"):
         simulate(molecule, tmp_path / "bad", workers=0, **kw)
+
+
+def test_hydrogen_mass_repartitioning_moves_mass_not_forces(molecule):
+    from boltzflow.md.walkers import repartition_hydrogen_mass
+
+    system = molecule.openmm_system
+    heavy = repartition_hydrogen_mass(system, 3.0)
+    old = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])
+    new = np.array([heavy.getParticleMass(i)._value for i in range(heavy.getNumParticles())])
+    hydrogens = old < 1.5
+    assert hydrogens.sum() == 12  # ACE-ALA-NME
+    np.testing.assert_allclose(new[hydrogens], 3.0)
+    assert new.sum() == pytest.approx(old.sum(), abs=1e-9)
+    # each heavy atom gave exactly what its hydrogens gained: the methyl carbons 3 x 1.992
+    gained = {int(i): 0.0 for i in np.flatnonzero(~hydrogens)}
+    bonds = [f for f in system.getForces() if isinstance(f, openmm.HarmonicBondForce)][0]
+    for k in range(bonds.getNumBonds()):
+        a, b, *_ = bonds.getBondParameters(k)
+        if hydrogens[a] != hydrogens[b]:
+            gained[b if hydrogens[a] else a] += 3.0 - old[a if hydrogens[a] else b]
+    for i, g in gained.items():
+        assert new[i] == pytest.approx(old[i] - g, abs=1e-9)
+    assert min(new[~hydrogens]) == pytest.approx(12.011 - 3 * (3.0 - 1.008), abs=1e-3)
+    assert system.getParticleMass(0)._value == old[0]  # the original is untouched
+    x = np.asarray(molecule.positions)
+    e = [openmm.Context(s, openmm.VerletIntegrator(0.001),
+                        openmm.Platform.getPlatformByName("Reference")) for s in (system, heavy)]
+    for c in e:
+        c.setPositions(x)
+    assert e[0].getState(getEnergy=True).getPotentialEnergy()._value == \
+        e[1].getState(getEnergy=True).getPotentialEnergy()._value
+    with pytest.raises(BoltzflowError, match=r"hydrogen_mass_amu must be a number in \(1, 5\]"):
+        repartition_hydrogen_mass(system, 0.5)
+    with pytest.raises(BoltzflowError, match="leaves atom 0 with .* amu"):
+        repartition_hydrogen_mass(system, 5.0)  # methyl carbon: 12.01 - 3 x 3.99 < 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_md_with_repartitioned_hydrogens(molecule, tmp_path, monkeypatch, workers):
+    import importlib
+
+    simulate_module = importlib.import_module("boltzflow.md.simulate")
+    from boltzflow.md.parallel import ParallelWalkers
+    from boltzflow.md.walkers import Walkers
+
+    seen = []  # the mass of hydrogen 1 in the System every walker set integrates
+    for cls, name in ((Walkers, "Walkers"), (ParallelWalkers, "ParallelWalkers")):
+        def record(openmm_system, *args, _cls=cls, **kwargs):
+            seen.append(openmm_system.getParticleMass(1)._value)
+            return _cls(openmm_system, *args, **kwargs)
+        monkeypatch.setattr(simulate_module, name, record)
+    kw = {"ns": 0.002, "timestep_fs": 2.0, "replicas": [300.0, 400.0], "workers": workers,
+          **{**FAST, "frame_interval_ps": 0.1}}
+    ds = simulate(molecule, tmp_path / "hmr", hydrogen_mass_amu=4.0, **kw)
+    heavy_h = molecule.openmm_system.getParticleMass(1)._value
+    assert heavy_h == pytest.approx(1.008, abs=1e-3)  # atom 1 is a methyl hydrogen of ACE (atom 0 its C)
+    assert seen == [4.0]
+    assert ds.provenance["hydrogen_mass_amu"] == 4.0
+    assert "hydrogens repartitioned to 4 amu" in info(ds.path)
+    # the frames' energies are the unchanged force field's (masses do not enter u)
+    np.testing.assert_allclose(ds.energies.numpy(), openmm_reduced(molecule, ds.positions.numpy()),
+                               atol=1e-2)
+    with pytest.raises(BoltzflowError, match=r"hydrogen_mass_amu: 4.0 there vs 3.0 now"):
+        simulate(molecule, tmp_path / "hmr", hydrogen_mass_amu=3.0, **kw)
+    with pytest.raises(BoltzflowError, match=r"hydrogen_mass_amu: 4.0 there vs None now"):
+        simulate(molecule, tmp_path / "hmr", **kw)

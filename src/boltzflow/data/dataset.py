@@ -281,6 +281,8 @@ def info(path: str | Path) -> str:
             f"MD        {p['integrator']}, {p['timestep_fs']:g} fs, friction "
             f"{p['friction_per_ps']:g}/ps, constraints {p['constraints']}, seed {p['seed']}, "
             f"platform {p['platform']}"
+            + (f", hydrogens repartitioned to {p['hydrogen_mass_amu']:g} amu"
+               if p.get("hydrogen_mass_amu") else "")
         )
         if p.get("ns_per_day"):
             per = " per replica" if p.get("replica_exchange") else ""

@@ -20,7 +20,7 @@ from ..errors import BoltzflowError
 from ..systems.molecule import MolecularSystem
 from .parallel import ParallelWalkers
 from .replica_exchange import check_ladder, log_acceptance, neighbour_pairs
-from .walkers import Walkers, platform_by_name, read_state
+from .walkers import Walkers, platform_by_name, read_state, repartition_hydrogen_mass
 
 #: Provenance keys that must agree for a rerun to continue an existing dataset.
 SETTINGS_KEYS = (
@@ -37,6 +37,7 @@ SETTINGS_KEYS = (
     "seed",
     "replica_temperatures",
     "exchange_interval_ps",
+    "hydrogen_mass_amu",
 )
 START_STATE = f"{files.STATE_DIR}/start.npz"
 
@@ -62,6 +63,7 @@ def simulate(
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    hydrogen_mass_amu: float | None = None,
 ) -> Dataset:
     """Run Langevin MD of ``system`` and write its frames to the dataset directory ``out``.
 
@@ -93,6 +95,12 @@ def simulate(
             replica; 1: all in this process). OpenMM's Reference platform draws the random
             numbers of all contexts in a process from one stream, so the frames depend on the
             count (statistically equivalent); the same count repeats them exactly.
+        hydrogen_mass_amu: hydrogen mass repartitioning: every hydrogen gets this mass (amu),
+            taken from the heavy atom it is bonded to (total mass unchanged), which slows the
+            fastest vibrations so that a longer ``timestep_fs`` stays stable. The configurational
+            Boltzmann distribution does not depend on the masses, so the frames sample the same
+            target; only the dynamics (and the integrator's small discretization error) change.
+            ``None`` (default): the force field's masses.
 
     Returns:
         The :class:`~boltzflow.data.Dataset` in ``out``.
@@ -113,6 +121,9 @@ def simulate(
         frames_per_chunk=frames_per_chunk,
     )
     platform_by_name(platform)
+    md_system = system.openmm_system
+    if hydrogen_mass_amu is not None:
+        md_system = repartition_hydrogen_mass(md_system, hydrogen_mass_amu)
     if (n_constraints := system.openmm_system.getNumConstraints()) > 0:
         raise BoltzflowError(
             f"system {system.id!r} has {n_constraints} constraints; boltzflow samples the "
@@ -129,6 +140,7 @@ def simulate(
         "seed": int(seed),
         "replica_temperatures": plan.temperatures if replicas is not None else None,
         "exchange_interval_ps": float(exchange_interval_ps) if replicas is not None else None,
+        "hydrogen_mass_amu": None if hydrogen_mass_amu is None else float(hydrogen_mass_amu),
     }
     start = np.ascontiguousarray(np.asarray(system.positions, np.float64))
     start_sha = hashlib.sha256(start.tobytes()).hexdigest()
@@ -136,6 +148,7 @@ def simulate(
     previous = _previous_provenance(root, settings)
     run = _Run(root, plan, settings, previous, platform, progress, start_sha)
     run.workers = replica_workers(len(plan.temperatures), workers)
+    run.md_system = md_system
     run.execute(system, callback)
     return Dataset.load(root)
 
@@ -342,6 +355,7 @@ class _Run:
         self.records: list[dict[str, Any]] = list(self.previous.get("chunks", []))
         self.pt = len(plan.temperatures) > 1
         self.workers = 1
+        self.md_system: Any = None  # the OpenMM System the walkers integrate (masses may differ)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -448,10 +462,11 @@ class _Run:
         options = {"friction_per_ps": self.plan.friction_per_ps,
                    "timestep_fs": self.plan.timestep_fs, "platform": self.platform,
                    "seed": self.settings["seed"]}
+        md_system = self.md_system if self.md_system is not None else system.openmm_system
         if self.workers > 1:
-            return ParallelWalkers(system.openmm_system, self.plan.temperatures,
+            return ParallelWalkers(md_system, self.plan.temperatures,
                                    n_workers=self.workers, **options)
-        return Walkers(system.openmm_system, self.plan.temperatures, **options)
+        return Walkers(md_system, self.plan.temperatures, **options)
 
     def _session(
         self, system: MolecularSystem, walkers: Walkers | ParallelWalkers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -38,6 +39,49 @@ def integrator_seed(seed: int, walker: int) -> int:
     """A non-zero 31-bit seed for walker ``walker`` (OpenMM reads 0 as 'pick one at random')."""
     state = np.random.SeedSequence([seed, walker, 0x6D64]).generate_state(1)[0]
     return int(state % (2**31 - 2)) + 1
+
+
+def repartition_hydrogen_mass(openmm_system: openmm.System, mass_amu: float) -> openmm.System:
+    """A copy of ``openmm_system`` in which every hydrogen weighs ``mass_amu``, the difference
+    taken from the heavy atom it is bonded to (bonds read off its ``HarmonicBondForce``), as
+    OpenMM's ``ForceField.createSystem(hydrogenMass=...)`` does. Forces are untouched.
+
+    Raises:
+        BoltzflowError: ``mass_amu`` not in (1, 5] amu, or a heavy atom left under 1 amu
+            (naming it). A methyl carbon with 4-amu hydrogens keeps 3.03 amu, as in OpenMM.
+    """
+    import openmm
+    from openmm import unit
+
+    if not (isinstance(mass_amu, (int, float)) and math.isfinite(mass_amu) and 1.0 < mass_amu <= 5.0):
+        raise BoltzflowError(
+            f"hydrogen_mass_amu must be a number in (1, 5] amu (4 is usual), got {mass_amu!r}"
+        )
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(openmm_system))
+    masses = [copy.getParticleMass(i).value_in_unit(unit.dalton) for i in range(copy.getNumParticles())]
+    new = list(masses)
+    for force in copy.getForces():
+        if not isinstance(force, openmm.HarmonicBondForce):
+            continue
+        for k in range(force.getNumBonds()):
+            a, b, *_ = force.getBondParameters(k)
+            if masses[a] >= _HYDROGEN_BELOW:
+                a, b = b, a
+            if masses[a] < _HYDROGEN_BELOW <= masses[b] and masses[a] > 0:
+                new[b] -= mass_amu - new[a]
+                new[a] = float(mass_amu)
+    for i, (old, m) in enumerate(zip(masses, new)):
+        if old >= _HYDROGEN_BELOW and m < 1.0:
+            raise BoltzflowError(
+                f"hydrogen_mass_amu={mass_amu} leaves atom {i} with {m:.2f} amu (it carries "
+                "too many hydrogens); choose a smaller hydrogen mass"
+            )
+        copy.setParticleMass(i, m)
+    return copy
+
+
+#: Particles lighter than this (amu) are hydrogens for :func:`repartition_hydrogen_mass`.
+_HYDROGEN_BELOW = 1.5
 
 
 class Walkers:
