@@ -123,6 +123,20 @@ def test_simulate_info_and_train_on_the_dataset(tmp_path, capsys):
     assert "200 frames" in out  # the default frame spacing: 0.05 ps
     code, out, err = run_main(capsys, "info", str(ds))
     assert code == 0 and "aldp-vacuum" in out and "amber99sb-ildn" in out
+    assert "repartitioned" not in out
+    # hydrogen mass repartitioning: 2-fs steps, recorded and shown; a bad mass is one line
+    code, out, err = run_main(
+        capsys, "simulate", "aldp-vacuum", "--ns", "0.002", "--equilibration-ps", "1",
+        "--timestep-fs", "2", "--hydrogen-mass", "3", "--out", str(tmp_path / "hmr"),
+        "--no-progress",
+    )
+    assert code == 0, err
+    code, out, _ = run_main(capsys, "info", str(tmp_path / "hmr"))
+    assert "2 fs" in out and "hydrogens repartitioned to 3 amu" in out
+    code, _, err = run_main(capsys, "simulate", "aldp-vacuum", "--ns", "0.002",
+                            "--hydrogen-mass", "0.5", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "hydrogen_mass_amu" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
     (tmp_path / "c.toml").write_text(
         "[internal]\nn_layers = 2\nhidden = [16]\nw_kl = 0.0\n[system]\nn_test = 2\n"
     )
