@@ -18,27 +18,23 @@ into ``OUT/plan-STEPS-lv0.25-kl0-contactW`` (rank it with ``bench/ess_draws.py``
 from __future__ import annotations
 
 import argparse
-import json
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from boltzflow import runs
-from boltzflow.models import config_with
 from boltzflow.models.internal import InternalKind
 from boltzflow.threads import set_threads
+
+sys.path.insert(0, str(Path(__file__).parent))
+from log_w_sources import graph_distances  # noqa: E402
+from md_fit import train_sample_evaluate, variant_config  # noqa: E402
 
 
 def contact_floors(data: torch.Tensor, topology, max_frames: int = 20_000
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs ``(i, j)`` more than three bonds apart and their smallest distance over ``data``."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from log_w_sources import graph_distances
-
     bonds = [(b[0].index, b[1].index) for b in topology.bonds]
     hops = graph_distances(topology.n_atoms, bonds)
     i, j = (torch.from_numpy(a) for a in np.nonzero(np.triu(hops > 3)))
@@ -88,24 +84,13 @@ def main() -> None:
     name = f"plan-{args.steps}-lv0.25-kl0-contact{args.w_contact:g}"
     out = args.out / name
     patch(args.w_contact, args.samples)
-    cfg = config_with({}, {
-        "model": "internal", "system.id": args.system, "system.data": str(args.md),
-        "system.n_data": 100_000, "system.n_test": 2000, "train.steps": args.steps,
-        "train.batch_size": 256, "train.lr": 1e-3, "train.checkpoint_every": 500,
-        "internal.n_layers": 6, "internal.hidden": [128, 128], "internal.n_bins": 8,
-        "internal.w_kl": 0.0, "internal.w_lv": 0.25, "internal.kl_start": args.steps // 2,
-        "internal.u_high": 200.0, "internal.kl_batch_size": 256, "sample.n_samples": args.n,
-    })
-    t0 = time.perf_counter()
-    run = runs.train(cfg, out, progress=False)
-    train_s = time.perf_counter() - t0
-    runs.sample(run, args.n, progress=False)
-    m = runs.evaluate(run)
-    m["bench_train_seconds"] = train_s
-    (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+    cfg = variant_config(args.system, args.md, args.steps, args.steps // 2, 6, args.n,
+                         {"internal.w_lv": 0.25, "internal.w_kl": 0.0})
+    m = train_sample_evaluate(cfg, out, args.n)
     print(f"{name}: ESS {m['ess']:.2%} ({m['ess_samples']:.0f} of {args.n}), tail k "
           f"{m['ess_tail_index']:.2f}, valid {m['fraction_valid']:.2%}, high-energy "
-          f"{m['n_high_energy']}, NLL {m['nll']:.1f} (gap {m['nll_gap']:.1f}), {train_s:.0f} s")
+          f"{m['n_high_energy']}, NLL {m['nll']:.1f} (gap {m['nll_gap']:.1f}), "
+          f"{m['bench_train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

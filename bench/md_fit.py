@@ -134,6 +134,21 @@ def md_path(md: str, args: argparse.Namespace) -> Path:
     return out
 
 
+def variant_config(system: str, data: Path, steps: int, kl_start: int | None, layers: int,
+                   n_samples: int, overrides: dict) -> dict:
+    """The run config of a variant: the one-command plan's flow and batch on ``data``, the
+    reverse KL from ``kl_start`` (``None``: likelihood only), then ``overrides``."""
+    return config_with({}, {
+        "model": "internal", "system.id": system, "system.data": str(data),
+        "system.n_data": 100_000, "system.n_test": 2000, "train.steps": steps,
+        "train.batch_size": 256, "train.lr": 1e-3, "train.checkpoint_every": 500,
+        "internal.n_layers": layers, "internal.hidden": [128, 128], "internal.n_bins": 8,
+        "internal.w_kl": 0.0 if kl_start is None else 1.0, "internal.kl_start": kl_start or 0,
+        "internal.u_high": 200.0, "internal.kl_batch_size": 256, "sample.n_samples": n_samples,
+        **overrides,
+    })
+
+
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     """Train, sample and evaluate one variant (each stage resumes or is reused)."""
     out = Path(args.out) / name
@@ -141,23 +156,21 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     if metrics.exists() and (out / "samples.npz").exists():
         return json.loads(metrics.read_text())
     md, steps, kl_start, layers = VARIANTS[name]
-    cfg = config_with({}, {
-        "model": "internal", "system.id": args.system,
-        "system.data": str(md_path(md, args)),
-        "system.n_data": 100_000, "system.n_test": 2000, "train.steps": steps,
-        "train.batch_size": 256, "train.lr": 1e-3, "train.checkpoint_every": 500,
-        "internal.n_layers": layers, "internal.hidden": [128, 128], "internal.n_bins": 8,
-        "internal.w_kl": 0.0 if kl_start is None else 1.0, "internal.kl_start": kl_start or 0,
-        "internal.u_high": 200.0, "internal.kl_batch_size": 256, "sample.n_samples": args.n,
-        **OVERRIDES.get(name, {}),
-    })
+    cfg = variant_config(args.system, md_path(md, args), steps, kl_start, layers, args.n,
+                         OVERRIDES.get(name, {}))
+    return train_sample_evaluate(cfg, out, args.n)
+
+
+def train_sample_evaluate(cfg: dict, out: Path, n: int) -> dict:
+    """Train ``cfg`` into ``out`` (resuming), draw ``n`` samples, evaluate; the metrics (also
+    written to ``out/metrics.json``) with the training seconds."""
     t0 = time.perf_counter()
     run = runs.train(cfg, out, progress=False)
     train_s = time.perf_counter() - t0
-    runs.sample(run, args.n, progress=False)
+    runs.sample(run, n, progress=False)
     m = runs.evaluate(run)
     m["bench_train_seconds"] = train_s
-    metrics.write_text(json.dumps(m, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 
