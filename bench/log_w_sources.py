@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-KEEP_NATS = 15.0
+KEEP_NATS = 15.0  # = boltzflow.analysis.molecular.SOURCE_WINDOW
 QUANTILE = 0.001
 
 
@@ -50,29 +50,17 @@ def graph_distances(n_atoms: int, bonds: list[tuple[int, int]]) -> np.ndarray:
     return out
 
 
-def explained(values: np.ndarray, log_w: np.ndarray) -> float:
-    """r² of a straight-line fit of ``log_w`` on ``values``."""
-    r = np.corrcoef(values, log_w)[0, 1]
-    return float(r * r)
-
-
 def terms_section(run, x: torch.Tensor, md: torch.Tensor, log_w: np.ndarray) -> list[str]:
-    from boltzflow.conventions import kT
-    from boltzflow.energies.forcefield import TorchForceField
+    from boltzflow.analysis.molecular import energy_term_sources
 
-    system = run.system
-    ff = TorchForceField(system.openmm_system, system.temperature).double()
-    kt = kT(system.temperature)
-    ts = {k: v.numpy() / kt for k, v in ff.terms(x.double()).items()}
-    tm = {k: v.numpy() / kt for k, v in ff.terms(md.double()).items()}
+    sources = energy_term_sources(run.system, x, torch.from_numpy(log_w).double(), md,
+                                  max_frames=len(x) + len(md))
     lines = ["| term | samples (kT) | MD (kT) | r² with log w |", "|---|---|---|---|"]
-    for k in ts:
-        lines.append(f"| {k} | {ts[k].mean():.2f} ± {ts[k].std():.2f} | "
-                     f"{tm[k].mean():.2f} ± {tm[k].std():.2f} | {explained(ts[k], log_w):.1%} |")
-    design = np.c_[np.stack(list(ts.values()), 1), np.ones(len(log_w))]
-    coef, *_ = np.linalg.lstsq(design, log_w, rcond=None)
-    joint = 1 - (log_w - design @ coef).var() / log_w.var()
-    lines.append(f"| all terms (linear) | | | {joint:.1%} |")
+    for t in sources:
+        means = ("", "") if t["term"] == "all terms" else (
+            f"{t['model_mean']:.2f} ± {t['model_sd']:.2f}", f"{t['md_mean']:.2f} ± {t['md_sd']:.2f}")
+        shown = "all terms (linear)" if t["term"] == "all terms" else t["term"]
+        lines.append(f"| {shown} | {means[0]} | {means[1]} | {t['share']:.1%} |")
     return lines
 
 
@@ -132,8 +120,8 @@ def report(path: Path, n_pairs: int) -> str:
     samples = np.load(path / "samples.npz")
     log_w = samples["log_w"]
     keep = np.isfinite(log_w) & (log_w > np.median(log_w[np.isfinite(log_w)]) - KEEP_NATS)
-    x = samples["x"][keep].astype(np.float64)
-    log_w = log_w[keep]
+    x_all = samples["x"].astype(np.float64)  # energy_term_sources keeps the same samples
+    x, log_w_all, log_w = x_all[keep], log_w, log_w[keep]
     data = np.load(path / runs.DATA_NAME)
     md = np.concatenate([data["train"], data["test"]]).astype(np.float64)
     md = md[:: max(1, len(md) // 20_000)]
@@ -144,7 +132,7 @@ def report(path: Path, n_pairs: int) -> str:
         f"{keep.sum()} of {len(keep)} samples within {KEEP_NATS:g} nats of the median log w; "
         f"their log w sd {log_w.std():.2f} nats; {len(md)} MD frames.",
         "",
-        *terms_section(run, torch.from_numpy(x), torch.from_numpy(md), log_w),
+        *terms_section(run, torch.from_numpy(x_all), torch.from_numpy(md), log_w_all),
         "",
         *contacts_section(topology, x, md, log_w, n_pairs),
         "",

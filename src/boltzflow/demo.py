@@ -366,7 +366,21 @@ def run_molecule(
     for ring in m.get("ring_closures") or []:
         echo(f"ring closure {ring['bond']}: width {ring['model_sd']:.4f} nm, MD "
              f"{ring['md_sd']:.4f} nm (ratio {ring['ratio']:.2f})")
+    _sources_line(m, echo)
     return result
+
+
+def _sources_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """Name the force-field term the log-weights follow most, where it explains a fifth of
+    their variance or more (``energy_terms`` of the metrics)."""
+    terms = [t for t in m.get("energy_terms") or [] if t["term"] != "all terms"]
+    if not terms:
+        return
+    top = max(terms, key=lambda t: t["share"])
+    if top["share"] >= 0.2:
+        echo(f"the log-weights follow the {top['term']} energy most ({top['share']:.0%} of their "
+             f"variance; samples {top['model_mean']:.2f} kT on average, MD "
+             f"{top['md_mean']:.2f}): the flow's error is there (docs/molecules.md)")
 
 
 def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:

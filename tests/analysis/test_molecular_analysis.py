@@ -298,3 +298,37 @@ def test_molecular_plots_write_pngs(tmp_path, aldp, aldp_md):
         assert path.exists() and path.stat().st_size > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temps
     assert np.isfinite(phi.numpy()).all()
+
+
+# --- where the log-weights spread ----------------------------------------------------------------
+
+
+def test_energy_term_sources_finds_the_term_the_weights_follow(aldp, aldp_md):
+    from boltzflow.analysis.molecular import SOURCE_WINDOW, energy_term_sources
+    from boltzflow.conventions import kT
+    from boltzflow.energies.forcefield import TorchForceField
+
+    gen = torch.Generator().manual_seed(0)
+    x = aldp_md.double() + 0.003 * torch.randn(aldp_md.shape, generator=gen, dtype=torch.float64)
+    ff = TorchForceField(aldp.openmm_system, aldp.temperature).double()
+    lj = ff.terms(x)["lj"] / kT(aldp.temperature)
+    sources = energy_term_sources(aldp, x, -lj, aldp_md)  # weights that follow the LJ term only
+    by_term = {s["term"]: s for s in sources}
+    assert set(by_term) == {*ff.term_names, "all terms"}
+    assert by_term["lj"]["share"] == pytest.approx(1.0, abs=1e-9)
+    assert by_term["all terms"]["share"] == pytest.approx(1.0, abs=1e-9)
+    assert max(s["share"] for s in sources if s["term"] not in ("lj", "all terms")) < 0.9
+    # the terms add up to the reduced energy, in samples and in MD
+    u = ff.energy(x)
+    assert by_term["all terms"]["model_mean"] == pytest.approx(float(u.mean()), rel=1e-9)
+    assert by_term["all terms"]["md_mean"] == pytest.approx(
+        float(ff.energy(aldp_md.double()).mean()), rel=1e-9)
+    assert by_term["lj"]["md_mean"] == pytest.approx(
+        float((ff.terms(aldp_md.double())["lj"] / kT(aldp.temperature)).mean()), rel=1e-9)
+    # samples far below the median weight are left out; non-finite weights too
+    log_w = -lj.clone()
+    log_w[0], log_w[1] = -float("inf"), float(log_w.median()) - SOURCE_WINDOW - 1
+    kept = energy_term_sources(aldp, x, log_w, aldp_md)
+    expected = float(u[2:].mean())
+    assert {s["term"]: s for s in kept}["all terms"]["model_mean"] == pytest.approx(expected)
+    assert energy_term_sources(aldp, x[:2], -lj[:2], aldp_md) is None

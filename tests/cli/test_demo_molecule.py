@@ -51,6 +51,9 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     for name in ("md/provenance.json", "checkpoint.pt", "report.md", "report.html"):
         assert (out / name).exists(), name
     assert "ring closure PHE2:" in (out / "report.md").read_text()
+    terms = {t["term"]: t for t in metrics["energy_terms"]}
+    assert {"bond", "lj", "all terms"} <= set(terms) and 0 <= terms["lj"]["share"] <= 1
+    assert "energy term lj: samples / MD" in (out / "report.md").read_text()
     stamps = {n: (out / n).stat().st_mtime_ns for n in ("md/provenance.json", "checkpoint.pt")}
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
@@ -144,3 +147,19 @@ def test_ess_line_gives_the_log_weight_spread_and_its_gaussian_ess_where_known()
     line = ess_line({**m, "log_w_spread": 1.5})
     assert "121 effective samples" in line and "σ 1.50 nats" in line
     assert "exp(−σ²) = 10.5%" in line
+
+
+def test_sources_line_names_the_term_the_weights_follow_only_when_it_matters():
+    from boltzflow.demo import _sources_line
+
+    terms = [{"term": "bond", "model_mean": 23.5, "md_mean": 23.6, "share": 0.01},
+             {"term": "lj", "model_mean": 4.21, "md_mean": 1.83, "share": 0.472},
+             {"term": "all terms", "model_mean": 0.0, "md_mean": 0.0, "share": 0.59}]
+    lines: list[str] = []
+    _sources_line({"energy_terms": terms}, lines.append)
+    assert len(lines) == 1 and "follow the lj energy most (47% of their variance" in lines[0]
+    assert "samples 4.21 kT on average, MD 1.83" in lines[0]
+    lines.clear()
+    _sources_line({"energy_terms": [{**terms[1], "share": 0.1}, terms[2]]}, lines.append)
+    _sources_line({"energy_terms": None}, lines.append)
+    assert lines == []

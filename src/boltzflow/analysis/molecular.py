@@ -83,6 +83,8 @@ def evaluate_molecule(
         u_model = u.detach().cpu().to(torch.float64)
         m.update(high_energy_count(u_model, u_ref))
         m["ring_closures"] = ring_closure_widths(system, x[report.valid], ref) or None
+        m["energy_terms"] = energy_term_sources(system, x[report.valid],
+                                                log_w[report.valid], ref)
         angles = torch.stack([phi, psi], -1)
         ref_ang = torch.stack([ref_phi, ref_psi], -1)
         for name, lw in (("model", raw), ("reweighted", log_w)):
@@ -124,6 +126,71 @@ def ring_closure_widths(system: MolecularSystem, x: Tensor, reference: Tensor
         out.append({"bond": f"{a.residue.name}{a.residue.resSeq}:{a.name}-{b.name}",
                     "model_sd": sd[0], "md_sd": sd[1], "ratio": sd[0] / sd[1]})
     return out
+
+
+#: Samples whose log weight lies more than this below the median (kT) are left out of
+#: :func:`energy_term_sources`: the near-zero weights of a few clashes would set every variance.
+SOURCE_WINDOW = 15.0
+
+
+def energy_term_sources(system: MolecularSystem, x: Tensor, log_w: Tensor, reference: Tensor,
+                        *, max_frames: int = 5000) -> list[dict[str, Any]] | None:
+    """Where the log-weights spread: each force-field term's mean and sd in the samples and in
+    MD (kT), and the share of the log-weight variance that a straight line in the term explains.
+
+    A term whose samples sit above MD's and whose share is large is where the flow puts mass
+    the force field does not (on the capped peptides: Lennard-Jones contacts across the peptide
+    bonds, docs/benchmarks.md). Over the samples within :data:`SOURCE_WINDOW` of the median
+    log weight and at most ``max_frames`` samples and MD frames (evenly spaced); the last
+    entry, ``"all terms"``, is the share a linear fit in all terms explains. ``None`` where
+    the system has no OpenMM force field or too few samples.
+
+    Args:
+        system: the molecule (its ``openmm_system`` gives the terms).
+        x: model samples ``[B, n_atoms, 3]`` (nm), ``log_w`` their log weights ``[B]``.
+        reference: MD frames ``[M, n_atoms, 3]``.
+    """
+    from ..conventions import kT
+    from ..energies.forcefield import TorchForceField
+
+    if getattr(system, "openmm_system", None) is None:
+        return None
+    finite = torch.isfinite(log_w)
+    if int(finite.sum()) < 3:
+        return None
+    keep = finite & (log_w > log_w[finite].median() - SOURCE_WINDOW)
+    step = max(1, -(-int(keep.sum()) // max_frames))
+    x, log_w = x[keep][::step], log_w[keep][::step]
+    if len(x) < 3 or float(log_w.var()) == 0.0:
+        return None
+    reference = reference[:: max(1, -(-len(reference) // max_frames))]
+    ff = TorchForceField(system.openmm_system, system.temperature).to(torch.float64)
+    kt = kT(system.temperature)
+    with torch.no_grad():
+        model = {k: v / kt for k, v in ff.terms(x.to(torch.float64)).items()}
+        md = {k: v / kt for k, v in ff.terms(reference.to(torch.float64)).items()}
+    lw = log_w.to(torch.float64)
+    out = []
+    for name, values in model.items():
+        out.append(_term_entry(name, values, md[name], _r2(values[:, None], lw)))
+    columns = torch.stack(list(model.values()), 1)
+    out.append(_term_entry("all terms", columns.sum(1), torch.stack(list(md.values()), 1).sum(1),
+                           _r2(columns, lw)))
+    return out
+
+
+def _term_entry(name: str, model: Tensor, md: Tensor, share: float) -> dict[str, Any]:
+    return {"term": name, "model_mean": float(model.mean()), "model_sd": float(model.std()),
+            "md_mean": float(md.mean()), "md_sd": float(md.std()), "share": share}
+
+
+def _r2(columns: Tensor, y: Tensor) -> float:
+    """Share of the variance of ``y`` that a least-squares fit in ``columns`` (+ a constant)
+    explains."""
+    design = torch.cat([columns - columns.mean(0), torch.ones(len(y), 1, dtype=y.dtype)], 1)
+    coef = torch.linalg.lstsq(design, y[:, None]).solution
+    residual = y - (design @ coef)[:, 0]
+    return float(max(0.0, 1.0 - residual.var() / y.var()))
 
 
 def _visits(inside: Tensor) -> int:

@@ -156,6 +156,12 @@ def _metrics_table(system: System, metrics: dict[str, Any]) -> list[str]:
                              f"{ring['model_sd']:.4f} / {ring['md_sd']:.4f} "
                              f"(ratio {ring['ratio']:.2f}) |")
             continue
+        if key == "energy_terms":
+            for term in value:
+                lines.append(f"| energy term {term['term']}: samples / MD (kT), share of the "
+                             f"log-weight variance | {term['model_mean']:.2f} / "
+                             f"{term['md_mean']:.2f}, {term['share']:.1%} |")
+            continue
         if key == "ess_clipped":
             label += f" (largest {metrics['clip_fraction']:.2%} of weights clipped)"
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
