@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import boltzflow.md
+import boltzflow.systems
 from boltzflow.cli import main
 from boltzflow.data import Dataset
 from boltzflow.data import dipeptides as dp
@@ -99,6 +100,29 @@ def test_partial_peptide_resumes_and_other_settings_are_refused(built, tmp_path)
     assert torch.equal(index.dataset("GA").positions[:6], _frames(built)["GA"])
     with pytest.raises(BoltzflowError, match="other settings.*frame_interval_ps"):
         dp.build_dipeptide_dataset(out, ["AC"], **{**TINY, "frame_interval_ps": 1.0})
+    with pytest.raises(BoltzflowError, match=r"other settings.*hydrogen_mass_amu: None there vs 3.0"):
+        dp.build_dipeptide_dataset(out, ["AC"], **TINY, hydrogen_mass_amu=3.0)
+
+
+def test_hydrogen_mass_repartitioning_is_a_build_setting(tmp_path, capsys):
+    out = tmp_path / "hmr"
+    code, _, err = _cli(["dataset", "dipeptides", "--out", str(out), "--sequences", "GA",
+                         *TINY_ARGS, "--timestep-fs", "2", "--hydrogen-mass", "3",
+                         "--no-progress"], capsys)
+    assert code == 0, err
+    index = dp.load_index(out)
+    assert index.md["hydrogen_mass_amu"] == 3.0 and index.md["timestep_fs"] == 2.0
+    assert index.dataset("GA").provenance["hydrogen_mass_amu"] == 3.0
+    # the frames carry the unchanged force field's energies
+    system = boltzflow.systems.get("dipeptide:GA")
+    data = index.dataset("GA")
+    u = system.energy.energy(data.positions.double()).detach()
+    assert torch.allclose(u, data.energies.double(), atol=1e-2)
+    with pytest.raises(BoltzflowError, match="hydrogen_mass_amu: 3.0 there vs None now"):
+        dp.build_dipeptide_dataset(out, ["AC"], **TINY, timestep_fs=2.0)
+    with pytest.raises(BoltzflowError, match=r"hydrogen_mass_amu must be a number in \(1, 5\]"):
+        dp.build_dipeptide_dataset(tmp_path / "bad", ["AC"], **TINY, hydrogen_mass_amu=9.0)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_two_workers_give_the_same_frames(built, tmp_path):

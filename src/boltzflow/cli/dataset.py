@@ -22,6 +22,10 @@ def dataset_dipeptides_cmd(
     ns: float = typer.Option(0.5, "--ns", help="Production MD per peptide (ns)."),
     frame_interval_ps: float = typer.Option(1.0, "--frame-interval-ps", help="Frame spacing (ps)."),
     timestep_fs: float = typer.Option(1.0, "--timestep-fs", help="Integration time step (fs)."),
+    hydrogen_mass: float | None = typer.Option(
+        None, "--hydrogen-mass",
+        help="Hydrogen mass repartitioning (amu), e.g. 3 with --timestep-fs 2 (docs/md.md).",
+    ),
     equilibration_ps: float = typer.Option(100.0, "--equilibration-ps", help="Equilibration (ps)."),
     replicas: int = typer.Option(1, "--replicas", help="1: plain MD; n >= 2: parallel tempering."),
     t_max: float = typer.Option(600.0, "--t-max", help="Highest replica temperature (K)."),
@@ -55,6 +59,7 @@ def dataset_dipeptides_cmd(
             equilibration_ps=equilibration_ps, replicas=replicas, t_max=t_max,
             exchange_interval_ps=exchange_interval_ps, workers=workers, seed=seed,
             platform=platform, frames_per_chunk=frames_per_chunk, progress=progress,
+            hydrogen_mass_amu=hydrogen_mass,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished peptides are kept in {out} — rerun the same command "

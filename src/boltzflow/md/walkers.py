@@ -53,10 +53,7 @@ def repartition_hydrogen_mass(openmm_system: openmm.System, mass_amu: float) -> 
     import openmm
     from openmm import unit
 
-    if not (isinstance(mass_amu, (int, float)) and math.isfinite(mass_amu) and 1.0 < mass_amu <= 5.0):
-        raise BoltzflowError(
-            f"hydrogen_mass_amu must be a number in (1, 5] amu (4 is usual), got {mass_amu!r}"
-        )
+    check_hydrogen_mass(mass_amu)
     copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(openmm_system))
     masses = [copy.getParticleMass(i).value_in_unit(unit.dalton) for i in range(copy.getNumParticles())]
     new = list(masses)
@@ -78,6 +75,17 @@ def repartition_hydrogen_mass(openmm_system: openmm.System, mass_amu: float) -> 
             )
         copy.setParticleMass(i, m)
     return copy
+
+
+def check_hydrogen_mass(mass_amu: float | None) -> None:
+    """``None`` or a number in (1, 5] amu, else a :class:`BoltzflowError` naming the setting."""
+    if mass_amu is None:
+        return
+    if isinstance(mass_amu, bool) or not (
+            isinstance(mass_amu, (int, float)) and math.isfinite(mass_amu) and 1.0 < mass_amu <= 5.0):
+        raise BoltzflowError(
+            f"hydrogen_mass_amu must be a number in (1, 5] amu (3-4 is usual), got {mass_amu!r}"
+        )
 
 
 #: Particles lighter than this (amu) are hydrogens for :func:`repartition_hydrogen_mass`.
