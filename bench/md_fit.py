@@ -84,8 +84,9 @@ VARIANTS = {
     "plan-2400-lv0.25-kl0": ("long", 2400, 1200, 6),
     "plan-2600-lv0.25-kl0": ("long", 2600, 1300, 6),
     # the flow's capacity on the 2-fs / 3-amu plan's Trp-Gly MD (``--long`` that run's 6.9 ns):
-    # its 4,200 steps with 8 layers
+    # its 4,200 steps with 8 layers or 16 spline bins
     "plan-4200-lv0.25-kl0-8layers": ("long", 4200, 2100, 8),
+    "plan-4200-lv0.25-kl0-bins16": ("long", 4200, 2100, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -110,6 +111,8 @@ OVERRIDES = {
     **{f"plan-{n}-lv0.25-kl0": {"internal.w_lv": 0.25, "internal.w_kl": 0.0}
        for n in (2000, 2400, 2600)},
     "plan-4200-lv0.25-kl0-8layers": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
+    "plan-4200-lv0.25-kl0-bins16": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                    "internal.n_bins": 16},
 }
 
 
