@@ -21,23 +21,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from boltzflow.models.internal import InternalKind
+from boltzflow.systems.encoding import covalent_hops
 from boltzflow.threads import set_threads
 
 sys.path.insert(0, str(Path(__file__).parent))
-from log_w_sources import graph_distances  # noqa: E402
 from md_fit import train_sample_evaluate, variant_config  # noqa: E402
 
 
 def contact_floors(data: torch.Tensor, topology, max_frames: int = 20_000
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs ``(i, j)`` more than three bonds apart and their smallest distance over ``data``."""
-    bonds = [(b[0].index, b[1].index) for b in topology.bonds]
-    hops = graph_distances(topology.n_atoms, bonds)
-    i, j = (torch.from_numpy(a) for a in np.nonzero(np.triu(hops > 3)))
+    i, j = torch.nonzero(torch.triu(covalent_hops(topology) > 3), as_tuple=True)
     frames = data[:: max(1, len(data) // max_frames)]
     floor = torch.full((len(i),), float("inf"), dtype=data.dtype)
     for chunk in frames.split(2048):

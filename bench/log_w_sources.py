@@ -22,7 +22,6 @@ near-zero weights of clashing samples would dominate every variance otherwise):
 from __future__ import annotations
 
 import argparse
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +29,6 @@ import torch
 
 KEEP_NATS = 15.0  # = boltzflow.analysis.molecular.SOURCE_WINDOW
 QUANTILE = 0.001
-
-
-def graph_distances(n_atoms: int, bonds: list[tuple[int, int]]) -> np.ndarray:
-    """Bond-graph distances ``[n, n]`` (breadth-first from every atom)."""
-    neighbours = [[] for _ in range(n_atoms)]
-    for a, b in bonds:
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    out = np.full((n_atoms, n_atoms), n_atoms, int)
-    for start in range(n_atoms):
-        out[start, start], queue = 0, deque([start])
-        while queue:
-            i = queue.popleft()
-            for j in neighbours[i]:
-                if out[start, j] > out[start, i] + 1:
-                    out[start, j] = out[start, i] + 1
-                    queue.append(j)
-    return out
 
 
 def terms_section(run, x: torch.Tensor, md: torch.Tensor, log_w: np.ndarray) -> list[str]:
@@ -66,8 +47,9 @@ def terms_section(run, x: torch.Tensor, md: torch.Tensor, log_w: np.ndarray) -> 
 
 def contacts_section(topology, x: np.ndarray, md: np.ndarray, log_w: np.ndarray,
                      n_pairs: int) -> list[str]:
-    bonds = [(b[0].index, b[1].index) for b in topology.bonds]
-    hops = graph_distances(topology.n_atoms, bonds)
+    from boltzflow.systems.encoding import covalent_hops
+
+    hops = covalent_hops(topology, max_hops=topology.n_atoms).numpy()
     i, j = np.nonzero(np.triu(hops > 3))
     def distances(frames: np.ndarray) -> np.ndarray:
         return np.linalg.norm(frames[:, i] - frames[:, j], axis=-1)

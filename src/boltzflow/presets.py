@@ -238,8 +238,7 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     frames = int(md["ns"] * 1000 / md["frame_interval_ps"])
     n_test = min(2000, frames // 10)
     steps = int((train_seconds + unused) / speeds.step_seconds) // 100 * 100
-    steps = min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, max(300, steps))
-    steps = max(300, steps)
+    steps = max(300, min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, steps))
     model = {**MOLECULE_MODEL, **flow_for_size(n_atoms), "kl_start": steps // 2}
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,

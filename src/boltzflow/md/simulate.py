@@ -146,9 +146,8 @@ def simulate(
     start_sha = hashlib.sha256(start.tobytes()).hexdigest()
     root = Path(out)
     previous = _previous_provenance(root, settings)
-    run = _Run(root, plan, settings, previous, platform, progress, start_sha)
+    run = _Run(root, plan, settings, previous, platform, progress, start_sha, md_system)
     run.workers = replica_workers(len(plan.temperatures), workers)
-    run.md_system = md_system
     run.execute(system, callback)
     return Dataset.load(root)
 
@@ -345,8 +344,10 @@ class _Run:
         platform: str,
         progress: bool,
         start_sha: str,
+        md_system: Any,
     ):
         self.root, self.plan, self.settings, self.platform = root, plan, settings, platform
+        self.md_system = md_system  # the OpenMM System the walkers integrate (masses may differ)
         self.progress = progress
         self.previous = previous or {}
         # the positions the first session started from (not a setting: a resumed run
@@ -355,7 +356,6 @@ class _Run:
         self.records: list[dict[str, Any]] = list(self.previous.get("chunks", []))
         self.pt = len(plan.temperatures) > 1
         self.workers = 1
-        self.md_system: Any = None  # the OpenMM System the walkers integrate (masses may differ)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -451,22 +451,21 @@ class _Run:
             if len(self.records) != n_recorded:
                 self._write_provenance(exchange, wall)
             return
-        walkers = self._walkers(system)
+        walkers = self._walkers()
         try:
             self._session(system, walkers, exchange, state, step, wall, done, callback)
         finally:
             walkers.close()
 
-    def _walkers(self, system: MolecularSystem) -> Walkers | ParallelWalkers:
+    def _walkers(self) -> Walkers | ParallelWalkers:
         """The ladder's walkers, in this process or spread over worker processes."""
         options = {"friction_per_ps": self.plan.friction_per_ps,
                    "timestep_fs": self.plan.timestep_fs, "platform": self.platform,
                    "seed": self.settings["seed"]}
-        md_system = self.md_system if self.md_system is not None else system.openmm_system
         if self.workers > 1:
-            return ParallelWalkers(md_system, self.plan.temperatures,
+            return ParallelWalkers(self.md_system, self.plan.temperatures,
                                    n_workers=self.workers, **options)
-        return Walkers(md_system, self.plan.temperatures, **options)
+        return Walkers(self.md_system, self.plan.temperatures, **options)
 
     def _session(
         self, system: MolecularSystem, walkers: Walkers | ParallelWalkers,

@@ -186,19 +186,20 @@ def encode_topology(topology, vocabulary: Vocabulary | None = None, *, label: st
                      terminal])
     tokens = torch.tensor(rows, dtype=torch.long).reshape(-1, len(FEATURES))
     groups = atom_types_from_topology(topology, scheme="equivalent").atom_types
-    return MoleculeEncoding(tokens, groups, label, _hops(topology))
+    return MoleculeEncoding(tokens, groups, label, covalent_hops(topology))
 
 
-def _hops(topology) -> Tensor:
-    """Covalent-graph distances ``[N, N]`` capped at ``MAX_HOPS + 1`` (breadth-first search)."""
+def covalent_hops(topology, max_hops: int = MAX_HOPS) -> Tensor:
+    """Covalent-graph distances ``[N, N]`` (bonds between each pair of atoms of an mdtraj
+    ``topology``), capped at ``max_hops + 1`` (breadth-first, by powers of the adjacency)."""
     n = topology.n_atoms
     adjacency = torch.zeros(n, n, dtype=torch.bool)
     for a, b in topology.bonds:
         adjacency[a.index, b.index] = adjacency[b.index, a.index] = True
-    hops = torch.full((n, n), MAX_HOPS + 1, dtype=torch.long)
+    hops = torch.full((n, n), max_hops + 1, dtype=torch.long)
     hops.fill_diagonal_(0)
     reach = torch.eye(n, dtype=torch.bool)
-    for k in range(1, MAX_HOPS + 1):
+    for k in range(1, max_hops + 1):
         reach_next = reach | ((reach.float() @ adjacency.float()) > 0)
         hops[reach_next & ~reach] = k
         reach = reach_next
