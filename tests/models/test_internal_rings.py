@@ -55,7 +55,7 @@ def test_checkpoint_layout_new_and_old():
     config = parse_config({"model": "internal", "system": {"id": PHE},
                            "internal": {"n_layers": 4, "hidden": [32]}})
     old = InternalKind.restore(config, {}, system)
-    assert old.metadata() == {"ring_closures": False, "tail_bound": None}
+    assert old.metadata() == {"ring_closures": False, "tail_bound": None, "torsion_masks": False}
     assert not old.module.bijection.bijections[2].zmatrix.closures.any()
     new = InternalKind.restore(config, LAYOUT, system)
     assert new.metadata() == LAYOUT

@@ -24,21 +24,22 @@ from ..errors import BoltzflowError
 from ..flow import Flow
 from ..systems.base import System
 from ..systems.molecule import MolecularSystem
-from ..transforms import Chain, TailBound, coupling_flow
+from ..transforms import Chain, TailBound, coupling_flow, torsion_codes
 from ..transforms.ic_normalization import fit_ic_normalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.zmatrix import build_zmatrix
 from .base import ModelKind, TrainingSet
 from .coupling import CouplingKind, LikelihoodParams, loss_terms
 
-__all__ = ["TAIL_BOUND", "InternalKind", "InternalParams", "build_molecular_flow"]
+__all__ = ["TAIL_BOUND", "InternalKind", "InternalParams", "build_molecular_flow",
+           "torsion_mask_codes"]
 
 #: Bond lengths, closing bonds and angles stay within this many thermal standard deviations of
 #: their mean (a harmonic bond there costs 50 kT): the flow's tails end where the physics does.
 TAIL_BOUND = 10.0
 #: Checkpoint metadata of the internal-coordinate layout; absent in runs made before ring
 #: closures and tail bounds existed, which load as they were trained.
-LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND}
+LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND, "torsion_masks": True}
 
 
 @dataclass
@@ -52,11 +53,16 @@ class InternalParams(LikelihoodParams):
             instead of 2-3× broader, ``docs/molecules.md``).
         tail_bound: bonds, closing bonds and angles stay within this many thermal standard
             deviations (``0``: unbounded, linear spline tails).
+        torsion_masks: the coupling masks split neighbouring free torsions
+            (:func:`torsion_mask_codes`), so that each conditions on the other (``False``: masks
+            by position in the coordinate vector, under which e.g. a residue's φ and ψ may never
+            see each other; ``docs/molecules.md``).
     """
 
     NAME = "internal"
     ring_closures: bool = True
     tail_bound: float = TAIL_BOUND
+    torsion_masks: bool = True
 
     def validate(self) -> None:
         """The likelihood checks and a non-negative bound."""
@@ -82,7 +88,8 @@ class InternalKind(CouplingKind):
             )
         p = config.params
         flow = build_molecular_flow(system, p, source.data, ring_closures=p.ring_closures,
-                                    tail_bound=p.tail_bound or None)
+                                    tail_bound=p.tail_bound or None,
+                                    torsion_masks=p.torsion_masks)
         return cls(config, flow, system, source.data)
 
     @classmethod
@@ -90,12 +97,14 @@ class InternalKind(CouplingKind):
                 ) -> ModelKind:
         """The same architecture, normalization from the minimized structure (the
         checkpoint's state replaces it); the layout the checkpoint records, whatever the
-        config says (runs from before ring closures and tail bounds have neither)."""
+        config says (runs from before ring closures, tail bounds and torsion masks have
+        none of them)."""
         if not isinstance(system, MolecularSystem):
             return cls.build(config, TrainingSet(system))  # raises the one-line error
         flow = build_molecular_flow(
             system, config.params, ring_closures=bool(metadata.get("ring_closures", False)),
-            tail_bound=metadata.get("tail_bound"))
+            tail_bound=metadata.get("tail_bound"),
+            torsion_masks=bool(metadata.get("torsion_masks", False)))
         return cls(config, flow, system, None)
 
     def metadata(self) -> dict[str, Any]:
@@ -104,7 +113,7 @@ class InternalKind(CouplingKind):
 
     @property
     def layout(self) -> dict[str, Any]:
-        """Ring closures and tail bound of this flow."""
+        """Ring closures, tail bound and torsion masks of this flow."""
         return getattr(self.module, "layout", LAYOUT)
 
     def describe(self) -> str:
@@ -116,7 +125,7 @@ class InternalKind(CouplingKind):
 
 def build_molecular_flow(
     system: MolecularSystem, params: LikelihoodParams, data: Tensor | None = None, *,
-    ring_closures: bool = True, tail_bound: float | None = TAIL_BOUND,
+    ring_closures: bool = True, tail_bound: float | None = TAIL_BOUND, torsion_masks: bool = True,
 ) -> Flow:
     """A spline coupling flow in internal coordinates for a molecular system.
 
@@ -137,6 +146,8 @@ def build_molecular_flow(
         tail_bound: bonds, closing bonds and angles stay within this many standard deviations
             (:class:`~boltzflow.transforms.TailBound` beyond ``params.bound``; at least twice it);
             ``None``: no bound.
+        torsion_masks: choose the coupling masks by :func:`torsion_mask_codes` (``False``: by
+            position in the vector, :func:`~boltzflow.transforms.coupling_masks`' default).
 
     Returns:
         A :class:`~boltzflow.flow.Flow` with ``event_shape = (n_atoms, 3)``; float32 buffers and
@@ -157,9 +168,10 @@ def build_molecular_flow(
         data = torch.as_tensor(system.positions).reshape(1, ic.n_atoms, 3)
     rigid = rigid_torsions(ic, system.topology, rings=ring_closures)
     circular = ic.torsion_indices[~rigid].tolist()
+    codes = torsion_mask_codes(ic, circular, system.topology) if torsion_masks else None
     couplings = coupling_flow(
         ic.dim, n_layers=params.n_layers, kind="spline", hidden=tuple(params.hidden),
-        n_bins=params.n_bins, bound=params.bound, circular=circular,
+        n_bins=params.n_bins, bound=params.bound, circular=circular, codes=codes,
     )
     if tail_bound is not None:  # appended to the couplings: no state, old checkpoints load
         physical = torch.cat([ic.length_indices, ic.true_angle_indices])
@@ -167,5 +179,32 @@ def build_molecular_flow(
             TailBound(ic.dim, physical, inner=params.bound, outer=max(tail_bound, 2 * params.bound)))
     norm = fit_ic_normalization(ic, data, rigid).float()
     flow = Flow(ProductBase(ic.dim, circular), Chain([couplings, norm, ic]), (ic.n_atoms, 3))
-    flow.layout = {"ring_closures": ring_closures, "tail_bound": tail_bound}
+    flow.layout = {"ring_closures": ring_closures, "tail_bound": tail_bound,
+                   "torsion_masks": torsion_masks}
     return flow
+
+
+def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology) -> Tensor:
+    """Two-bit mask codes ``[ic.dim]`` (:func:`~boltzflow.transforms.coupling_masks`) that
+    give neighbouring free torsions different codes.
+
+    Bonds, angles and rigid torsions keep the default codes (parity and half of their position
+    in the vector); the free torsions (``circular``) get
+    :func:`~boltzflow.transforms.builders.torsion_codes` of their axes. By position alone, the
+    φ, ψ and ω torsions of a capped Trp-Gly's two residues shared one code and none conditioned
+    on another (``docs/molecules.md``).
+
+    Args:
+        ic: the internal coordinates (its Z-matrix rows name each torsion's axis).
+        circular: positions of the free torsions in the flat vector.
+        topology: the molecule's mdtraj topology (its bonds).
+    """
+    from ..systems.encoding import covalent_hops
+
+    index = torch.arange(ic.dim)
+    codes = (index % 2 == 1).long() + 2 * (index >= (ic.dim + 1) // 2).long()
+    if circular:
+        first = int(ic.torsion_indices[0])
+        axes = [ic.zmatrix.rows[3 + t - first, 1:3].tolist() for t in circular]
+        codes[circular] = torch.tensor(torsion_codes(axes, covalent_hops(topology, max_hops=2)))
+    return codes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import Bijection, Chain, Inverse
 from .bounds import TailBound
-from .builders import coupling_flow, coupling_masks
+from .builders import coupling_flow, coupling_masks, torsion_codes
 from .coupling import AffineCoupling, SplineCoupling
 from .nets import MLP
 from .normalization import Normalization
@@ -25,6 +25,7 @@ __all__ = [
     "circular_rational_quadratic_spline",
     "coupling_flow",
     "coupling_masks",
+    "torsion_codes",
     "helmert_basis",
     "rational_quadratic_spline",
 ]

@@ -11,22 +11,63 @@ from torch import Tensor
 from .base import Chain
 from .coupling import AffineCoupling, SplineCoupling
 
-__all__ = ["coupling_flow", "coupling_masks"]
+__all__ = ["coupling_flow", "coupling_masks", "torsion_codes"]
 
 
-def coupling_masks(dim: int, n_layers: int) -> list[Tensor]:
+def coupling_masks(dim: int, n_layers: int, codes: Tensor | None = None) -> list[Tensor]:
     """Masks ``[dim]`` (``True`` = conditioning) cycling through four complementary patterns.
 
-    Even/odd interleaving, then its complement, then first/second half, then its complement:
-    each consecutive pair transforms every coordinate, and alternating between interleaving
-    and halves makes every coordinate condition on every other within a few layers (for
-    ``dim = 2`` the patterns reduce to alternating single coordinates).
+    Each coordinate has a two-bit code; the patterns are bit 0, its complement, bit 1, its
+    complement: each consecutive pair transforms every coordinate, and two coordinates
+    condition on each other in some layer exactly when their codes differ (in four of every
+    six layers if bit 0 differs, in two if only bit 1 does). Two coordinates with the same code
+    never condition on each other directly.
+
+    Args:
+        dim: number of coordinates.
+        n_layers: number of masks.
+        codes: ``[dim]`` integers in ``0..3``; default: bit 0 the index's parity (even/odd
+            interleaving), bit 1 whether it lies in the first half (for ``dim = 2`` the
+            patterns reduce to alternating single coordinates).
     """
     index = torch.arange(dim)
-    interleaved = index % 2 == 0
-    halves = index < (dim + 1) // 2
-    patterns = [interleaved, ~interleaved, halves, ~halves]
+    if codes is None:
+        codes = (index % 2 == 1).long() + 2 * (index >= (dim + 1) // 2).long()
+    codes = torch.as_tensor(codes, dtype=torch.long)
+    if codes.shape != (dim,) or bool(((codes < 0) | (codes > 3)).any()):
+        raise ValueError(f"codes must be {dim} integers in 0..3, got shape {tuple(codes.shape)}")
+    bit0, bit1 = codes % 2 == 0, codes // 2 == 0
+    patterns = [bit0, ~bit0, bit1, ~bit1]
     return [patterns[layer % 4] for layer in range(n_layers)]
+
+
+def torsion_codes(axes: Sequence[tuple[int, int]], hops: Tensor) -> list[int]:
+    """Two-bit mask codes (:func:`coupling_masks`) for torsions about the bonds ``axes`` that
+    give neighbouring torsions different codes.
+
+    Two torsions are neighbours when their axes share an atom or are one bond apart (a residue's
+    φ and ψ; ψ, the next ω and φ; χ1 and ψ). They are coloured greedily in the order of their
+    axis atoms' indices, each taking the code that differs from its coloured neighbours',
+    preferring a different bit 0 (the two then condition on each other in four of every six
+    coupling layers, not two), a shared axis atom counting twice as much as one bond between.
+
+    Args:
+        axes: each torsion's axis, two atom indices.
+        hops: ``[N, N]`` covalent-graph distances between atoms (at least up to 2,
+            :func:`~boltzflow.systems.encoding.covalent_hops`).
+
+    Returns:
+        One code in ``0..3`` per torsion, in the order of ``axes``.
+    """
+    axes = [tuple(sorted((int(b), int(c)))) for b, c in axes]
+    codes: dict[int, int] = {}
+    for t in sorted(range(len(axes)), key=lambda t: axes[t]):
+        apart = {s: min(int(hops[x, y]) for x in axes[t] for y in axes[s]) for s in codes}
+        near = [(2 - apart[s], codes[s]) for s in codes if apart[s] <= 1]
+        cost = [sum(w * (4 * (code == n) + (code % 2 == n % 2)) for w, n in near)
+                for code in range(4)]
+        codes[t] = min(range(4), key=lambda code: (cost[code], code))
+    return [codes[t] for t in range(len(axes))]
 
 
 def coupling_flow(
@@ -38,6 +79,7 @@ def coupling_flow(
     n_bins: int = 8,
     bound: float = 5.0,
     circular: Sequence[int] | None = None,
+    codes: Tensor | None = None,
 ) -> Chain:
     """A stack of ``n_layers`` coupling layers on flat ``[B, dim]``, the identity when fresh.
 
@@ -50,6 +92,7 @@ def coupling_flow(
         n_bins: spline bins (``kind="spline"`` only).
         bound: half-width of the interval splines (``kind="spline"`` only).
         circular: indices of periodic coordinates (radians, ``[-π, π)``); spline only.
+        codes: two-bit codes ``[dim]`` that choose the masks (:func:`coupling_masks`).
 
     Returns:
         A :class:`Chain` of coupling layers.
@@ -79,7 +122,7 @@ def coupling_flow(
             raise ValueError(f"bound must be positive, got {bound}")
 
     layers = []
-    for mask in coupling_masks(dim, n_layers):
+    for mask in coupling_masks(dim, n_layers, codes):
         if kind == "affine":
             layers.append(AffineCoupling(dim, mask, hidden=hidden))
         else:
