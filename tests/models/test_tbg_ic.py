@@ -38,11 +38,12 @@ def _molecule(system_id: str):
     return describe_molecule(systems.get(system_id).topology, ic_vocabulary(), system_id)
 
 
-def _random_flow(seed: int = 0) -> RowFlow:
-    """A flow whose spline heads are not zero (a fresh one is the identity)."""
+def _random_flow(seed: int = 0, torsion_codes: bool = True) -> RowFlow:
+    """A flow whose spline heads are not zero (a fresh one is the identity); eight layers, so
+    the torsion layers use both bits of the codes."""
     torch.manual_seed(seed)
-    flow = RowFlow(TBGICParams(hidden=16, n_layers=4, attention_layers=1, heads=2),
-                   ic_vocabulary()).double()
+    flow = RowFlow(TBGICParams(hidden=16, n_layers=8, attention_layers=1, heads=2),
+                   ic_vocabulary(), torsion_codes).double()
     with torch.no_grad():
         for layer in flow.layers:
             layer.head.weight.normal_(0, 0.05)
@@ -68,6 +69,39 @@ def test_peptide_zmatrix_runs_along_the_main_chain_and_matches_across_peptides()
             tuple(atoms[int(a)].name for a in row) for row in zm.internal.tolist()
             if atoms[row[0]].residue.index == 0 and atoms[row[0]].name.startswith("HB"))
     assert rows["dipeptide:AC"] == rows["dipeptide:AK"] and len(rows["dipeptide:AC"]) == 3
+
+
+def test_torsion_codes_let_neighbouring_backbone_torsions_condition_on_each_other():
+    """By row parity a dipeptide's ψ₁, φ₂ and ψ₂ never saw each other; with the codes every
+    two free torsions whose axes share an atom meet in some torsion layer, φ₂ and ψ₂ too."""
+    mol = _molecule("dipeptide:AC")
+    top = systems.get("dipeptide:AC").topology
+    atoms = list(top.atoms)
+    rows = mol.ic.zmatrix.rows
+    free = torch.nonzero(mol.circular[:, 2])[:, 0].tolist()
+    axis = {r: frozenset(int(a) for a in rows[r, 1:3]) for r in free}
+    named = {r: (atoms[min(axis[r])].residue.index,
+                 frozenset(atoms[a].name for a in axis[r])) for r in free}
+    phi2 = next(r for r in free if named[r] == (1, frozenset(("N", "CA"))))
+    psi2 = next(r for r in free if named[r] == (1, frozenset(("CA", "C"))))
+    psi1 = next(r for r in free if named[r] == (0, frozenset(("CA", "C"))))
+    ctx = RowContext.pad([mol])
+
+    def moving(flow, layer, r):  # is row r's torsion transformed in this layer
+        return bool(flow._mask(layer, ctx)[0, r, 2])
+
+    for torsion_codes, meet in ((False, False), (True, True)):
+        flow = _random_flow(torsion_codes=torsion_codes)
+        torsion_layers = [i for i in range(8) if flow._mask(i, ctx)[..., 2].any()]
+        for a, b in ((psi1, phi2), (phi2, psi2), (psi1, psi2)):
+            met = any(moving(flow, i, a) != moving(flow, i, b) for i in torsion_layers)
+            if torsion_codes and axis[a] & axis[b]:
+                assert met, (named[a], named[b])
+            if not torsion_codes:
+                assert not met  # what the codes fix
+        # every torsion moves in some layer, once per bit
+        assert all(sum(moving(flow, i, r) for i in torsion_layers) == 2 for r in free)
+    assert int(mol.codes[phi2]) % 2 != int(mol.codes[psi2]) % 2
 
 
 def test_padding_never_changes_real_rows():
@@ -231,7 +265,7 @@ def test_ring_closures_in_the_transferable_layout():
     assert DEFAULT_STD["c"] == DEFAULT_STD["b"]
     assert TBGICKind.layout_of({}) == {"ring_closures": False, "tail_bound": None,
                                        "hydrogen_names": False, "key_version": 1,
-                                       "torsion_bound": False}
+                                       "torsion_bound": False, "torsion_codes": False}
     assert TBGICKind.layout_of(None)["ring_closures"] is True
 
 

@@ -54,6 +54,7 @@ from ..systems.molecule import MolecularSystem
 from ..training import distributed
 from ..transforms.base import Bijection, Chain
 from ..transforms.bounds import TailBound
+from ..transforms.builders import torsion_codes
 from ..transforms.ic_normalization import ICNormalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.splines import circular_rational_quadratic_spline, rational_quadratic_spline
@@ -77,7 +78,7 @@ DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
 #: (:func:`_chemistry_keys_v2`); 3: also the dipeptide-analog key of middle residues and caps,
 #: and signed element keys for rigid hydrogen torsions.
 LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 3,
-          "torsion_bound": True}
+          "torsion_bound": True, "torsion_codes": True}
 #: With ``torsion_bound``, a rigid torsion stays within this fraction of π of its mean: beyond
 #: π the normalization's wrap would map two latent values onto one torsion (``log q`` of such a
 #: sample, evaluated back, differed by 2-7 nats), so the map is a bijection only inside.
@@ -110,7 +111,7 @@ class TBGICParams(Section):
 
     Attributes:
         hidden: width of the row tokens and the transformer.
-        n_layers: coupling layers (a multiple of 4 covers every entry twice).
+        n_layers: coupling layers (every four transform each entry once).
         attention_layers: transformer blocks in each layer's conditioner.
         heads: attention heads.
         n_bins: spline bins.
@@ -201,6 +202,10 @@ class Molecule:
         hops: ``[R, R]`` covalent-graph distance between the rows' atoms.
         keys: per flat coordinate, its chemistry keys, most specific first, the coordinate
             type last (``(exact, element, type)``; key version 2 adds a residue-relative key).
+        codes: ``[R]`` two-bit codes of the rows' torsions that choose the torsion layers'
+            groups with ``torsion_codes`` (:data:`LAYOUT`): free torsions
+            :func:`~boltzflow.transforms.torsion_codes` of their axes, so neighbouring ones
+            condition on each other; the others by row parity (``0`` or ``3``).
     """
 
     label: str
@@ -210,6 +215,11 @@ class Molecule:
     circular: Tensor
     hops: Tensor
     keys: list[tuple[str, ...]]
+    codes: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.codes is None:
+            self.codes = 3 * (torch.arange(self.ic.n_atoms) % 2)
 
     @property
     def n_rows(self) -> int:
@@ -263,7 +273,12 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
                                   flat[ic.torsion_indices], analogs=key_version >= 3)
     else:
         keys = _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names)
-    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys)
+    codes = 3 * (torch.arange(n) % 2)
+    free = torch.nonzero(circular[:, TORSION])[:, 0]
+    if len(free):
+        codes[free] = torch.tensor(torsion_codes(rows[free, 1:3].tolist(), encoding.hops))
+    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys,
+                    codes)
 
 
 def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor, hydrogen_names: bool = True
@@ -479,6 +494,7 @@ class RowContext:
         circular: ``[B, R, 3]`` free torsions.
         hops: ``[B, R, R]`` graph distances between rows (padding: ``MAX_HOPS + 1``).
         rows: ``[B, R]`` real rows.
+        codes: ``[B, R]`` the rows' torsion codes (:attr:`Molecule.codes`; padding: 0).
     """
 
     tokens: Tensor
@@ -486,6 +502,7 @@ class RowContext:
     circular: Tensor
     hops: Tensor
     rows: Tensor
+    codes: Tensor
 
     @classmethod
     def pad(cls, molecules: list[Molecule]) -> RowContext:
@@ -507,12 +524,13 @@ class RowContext:
             stack(lambda m: m.circular, False, (r, 3)),
             stack(lambda m: m.hops, MAX_HOPS + 1, (r, r)),
             stack(lambda m: torch.ones(m.n_rows, dtype=torch.bool), False, (r,)),
+            stack(lambda m: m.codes, 0, (r,)),
         )
 
     def to(self, device: torch.device) -> RowContext:
         """On ``device``."""
         return RowContext(*(t.to(device) for t in (self.tokens, self.entries, self.circular,
-                                                   self.hops, self.rows)))
+                                                   self.hops, self.rows, self.codes)))
 
 
 class RowTokens(nn.Module):
@@ -588,25 +606,43 @@ class Conditioner(nn.Module):
         return self.head(h).view(*y.shape, -1)
 
 
-#: Entry groups transformed by successive layers: (column set, row parity).
+#: Entry groups transformed by successive layers: (column set, row parity). Under these, a
+#: dipeptide's ψ₁, φ₂ and ψ₂ (rows of one parity) never conditioned on each other.
 PATTERNS = (((TORSION,), 0), ((TORSION,), 1), ((BOND, ANGLE), 0), ((BOND, ANGLE), 1))
+#: With ``torsion_codes``: (column set, bit of the row's code (``None``: row parity), value).
+CODED_PATTERNS = (((TORSION,), 0, 0), ((TORSION,), 0, 1), ((BOND, ANGLE), None, 0),
+                  ((BOND, ANGLE), None, 1), ((TORSION,), 1, 0), ((TORSION,), 1, 1),
+                  ((BOND, ANGLE), None, 0), ((BOND, ANGLE), None, 1))
 
 
 class RowFlow(nn.Module):
     """The conditioned coupling flow over padded row tables (``forward``: latent → normalized
-    internal coordinates)."""
+    internal coordinates).
 
-    def __init__(self, p: TBGICParams, vocabulary: Vocabulary):
+    Args:
+        p: the section.
+        vocabulary: the chemistry the tokens know.
+        torsion_codes: torsion layers group rows by their codes' bits (:data:`CODED_PATTERNS`)
+            instead of row parity (:data:`PATTERNS`, models before).
+    """
+
+    def __init__(self, p: TBGICParams, vocabulary: Vocabulary, torsion_codes: bool = False):
         super().__init__()
         self.vocabulary, self.n_bins, self.bound = vocabulary, p.n_bins, p.bound
+        self.torsion_codes = torsion_codes
         self.layers = nn.ModuleList(Conditioner(p, vocabulary) for _ in range(p.n_layers))
 
     def _mask(self, layer: int, ctx: RowContext) -> Tensor:
-        cols, parity = PATTERNS[layer % len(PATTERNS)]
         col = torch.zeros(3, dtype=torch.bool, device=ctx.entries.device)
+        parity = torch.arange(ctx.entries.shape[1], device=col.device) % 2
+        if self.torsion_codes:
+            cols, bit, value = CODED_PATTERNS[layer % len(CODED_PATTERNS)]
+            rows = (parity if bit is None else (ctx.codes >> bit) % 2) == value
+        else:
+            cols, value = PATTERNS[layer % len(PATTERNS)]
+            rows = parity == value
         col[list(cols)] = True
-        rows = torch.arange(ctx.entries.shape[1], device=col.device) % 2 == parity
-        return ctx.entries & ctx.rows[..., None] & col & rows[:, None]
+        return ctx.entries & ctx.rows[..., None] & col & rows[..., None]
 
     def _layer(self, i: int, y: Tensor, ctx: RowContext, inverse: bool) -> tuple[Tensor, Tensor]:
         moving = self._mask(i, ctx)
@@ -738,7 +774,8 @@ class TBGICKind(ModelKind):
                 "tail_bound": metadata.get("tail_bound"),
                 "hydrogen_names": bool(metadata.get("hydrogen_names", False)),
                 "key_version": int(metadata.get("key_version", 1)),
-                "torsion_bound": bool(metadata.get("torsion_bound", False))}
+                "torsion_bound": bool(metadata.get("torsion_bound", False)),
+                "torsion_codes": bool(metadata.get("torsion_codes", False))}
 
     def tail_bound(self, shape: int | tuple[int, ...], indices: Tensor | list[int]
                    ) -> TailBound | None:
@@ -780,7 +817,8 @@ class TBGICKind(ModelKind):
                     for (m, f), o in zip(raw, offsets, strict=True)]
         torch.manual_seed(config.train.seed)
         info = {"dataset": str(source.dataset), "train_sequences": [m.label for m, _ in raw]}
-        return cls(config, RowFlow(config.params, vocabulary), stats, info, peptides, layout)
+        return cls(config, RowFlow(config.params, vocabulary, layout["torsion_codes"]), stats,
+                   info, peptides, layout)
 
     @classmethod
     def restore(cls, config: RunConfig, metadata: dict[str, Any], system: System | None
@@ -788,8 +826,9 @@ class TBGICKind(ModelKind):
         """The flow with the checkpoint's vocabulary and chemistry statistics."""
         vocabulary = Vocabulary.from_dict(metadata["vocabulary"])
         info = {k: metadata[k] for k in ("dataset", "train_sequences") if k in metadata}
-        return cls(config, RowFlow(config.params, vocabulary), metadata["stats"], info,
-                   layout=cls.layout_of(metadata))
+        layout = cls.layout_of(metadata)
+        return cls(config, RowFlow(config.params, vocabulary, layout["torsion_codes"]),
+                   metadata["stats"], info, layout=layout)
 
     @staticmethod
     def upgrade_keys(metadata: dict[str, Any], dataset: str | Path, max_frames: int = 0
