@@ -90,7 +90,7 @@ def test_torsion_codes_let_neighbouring_backbone_torsions_condition_on_each_othe
     def moving(flow, layer, r):  # is row r's torsion transformed in this layer
         return bool(flow._mask(layer, ctx)[0, r, 2])
 
-    for torsion_codes, meet in ((False, False), (True, True)):
+    for torsion_codes in (False, True):
         flow = _random_flow(torsion_codes=torsion_codes)
         torsion_layers = [i for i in range(8) if flow._mask(i, ctx)[..., 2].any()]
         for a, b in ((psi1, phi2), (phi2, psi2), (psi1, psi2)):
