@@ -87,16 +87,19 @@ VARIANTS = {
     # its 4,200 steps with 8 layers or 16 spline bins
     "plan-4200-lv0.25-kl0-8layers": ("long", 4200, 2100, 8),
     "plan-4200-lv0.25-kl0-bins16": ("long", 4200, 2100, 6),
-    # the same with the coupling masks that split neighbouring free torsions (the default
-    # since; every variant above has masks by position in the coordinate vector)
+    # the same with the coupling masks that split neighbouring free torsions (``-tmasks``:
+    # ``torsion_masks`` 1; ``-tmasks2``: 2, amide ω weighted down, the default since; every
+    # variant above has masks by position in the coordinate vector)
     "plan-4200-lv0.25-kl0-tmasks": ("long", 4200, 2100, 6),
-    "plan-4200-lv0.25-kl0-tmasks-seed1": ("long", 4200, 2100, 6),
     "plan-4200-lv0.25-kl0-tmasks-8layers": ("long", 4200, 2100, 8),
+    "plan-4200-lv0.25-kl0-tmasks2": ("long", 4200, 2100, 6),
+    "plan-4200-lv0.25-kl0-tmasks2-seed1": ("long", 4200, 2100, 6),
     # the other molecules' v4 one-command runs (``--system``, ``--long`` their MD), their plan's
     # flow and steps, retrained with the torsion masks
     "plan-4100-lv0.25-kl0-tmasks": ("long", 4100, 2050, 6),
-    "plan-4300-lv0.25-kl0-tmasks": ("long", 4300, 2150, 6),
-    "aldp-7000-kl3500-tmasks": ("long", 7000, 3500, 8),
+    "plan-4100-lv0.25-kl0-tmasks2": ("long", 4100, 2050, 6),
+    "plan-4300-lv0.25-kl0-tmasks2": ("long", 4300, 2150, 6),
+    "aldp-7000-kl3500-tmasks2": ("long", 7000, 3500, 8),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -123,15 +126,14 @@ OVERRIDES = {
     "plan-4200-lv0.25-kl0-8layers": {"internal.w_lv": 0.25, "internal.w_kl": 0.0},
     "plan-4200-lv0.25-kl0-bins16": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                     "internal.n_bins": 16},
-    "plan-4200-lv0.25-kl0-tmasks": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
-                                    "internal.torsion_masks": True},
-    "plan-4200-lv0.25-kl0-tmasks-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
-                                          "internal.torsion_masks": True, "train.seed": 1},
-    "plan-4200-lv0.25-kl0-tmasks-8layers": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
-                                            "internal.torsion_masks": True},
-    **{f"plan-{n}-lv0.25-kl0-tmasks": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
-                                       "internal.torsion_masks": True} for n in (4100, 4300)},
-    "aldp-7000-kl3500-tmasks": {"internal.torsion_masks": True},
+    **{name: {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1}
+       for name in ("plan-4200-lv0.25-kl0-tmasks", "plan-4200-lv0.25-kl0-tmasks-8layers",
+                    "plan-4100-lv0.25-kl0-tmasks")},
+    **{f"plan-{n}-lv0.25-kl0-tmasks2": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                        "internal.torsion_masks": 2} for n in (4100, 4200, 4300)},
+    "plan-4200-lv0.25-kl0-tmasks2-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                           "internal.torsion_masks": 2, "train.seed": 1},
+    "aldp-7000-kl3500-tmasks2": {"internal.torsion_masks": 2},
 }
 
 
@@ -169,7 +171,7 @@ def variant_config(system: str, data: Path, steps: int, kl_start: int | None, la
         "internal.n_layers": layers, "internal.hidden": [128, 128], "internal.n_bins": 8,
         "internal.w_kl": 0.0 if kl_start is None else 1.0, "internal.kl_start": kl_start or 0,
         "internal.u_high": 200.0, "internal.kl_batch_size": 256, "sample.n_samples": n_samples,
-        "internal.torsion_masks": False, **overrides,
+        "internal.torsion_masks": 0, **overrides,
     })
 
 

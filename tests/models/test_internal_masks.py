@@ -14,7 +14,14 @@ import torch
 
 import boltzflow as bf
 from boltzflow.models import parse_config
-from boltzflow.models.internal import InternalKind, build_molecular_flow, torsion_mask_codes
+from boltzflow.errors import BoltzflowError
+from boltzflow.models.internal import (
+    TORSION_MASKS,
+    InternalKind,
+    amide_bonds,
+    build_molecular_flow,
+    torsion_mask_codes,
+)
 from boltzflow.systems.encoding import covalent_hops
 from boltzflow.transforms import InternalCoordinates, coupling_masks
 from boltzflow.transforms.ic_normalization import rigid_torsions
@@ -109,10 +116,38 @@ def test_torsion_masks_flow_is_exact_and_old_checkpoints_keep_theirs():
     assert ok.float().mean() > 0.8
     assert torch.allclose(flow.log_prob(x[ok]), log_q[ok], atol=1e-7)
     new = InternalKind.build(config, bf.models.TrainingSet(system))
-    assert new.metadata()["torsion_masks"] is True
+    assert new.metadata()["torsion_masks"] == TORSION_MASKS == 2
     old = InternalKind.restore(config, {"ring_closures": True, "tail_bound": 10.0}, system)
-    assert old.metadata()["torsion_masks"] is False
+    assert old.metadata()["torsion_masks"] == 0
     positional = [layer.mask for layer in old.module.bijection.bijections[0].bijections[:4]]
     assert [m.tolist() for m in positional] == [m.tolist() for m in coupling_masks(
         old.module.bijection.bijections[2].dim, 4)]
     assert old.module.state_dict().keys() == new.module.state_dict().keys()
+
+
+def test_version_2_puts_the_backbone_pairs_apart_in_both_bits_and_version_1_still_loads():
+    """Pro-Phe: version 1 let the Pro-Phe ω take bit 0 from Phe's φ, so Pro's ψ and Phe's φ
+    met in two layers of six; with the amide ω weighted down they differ in both bits (every
+    layer), and so do Phe's φ and ψ. A version-1 checkpoint restores version-1 masks."""
+    system, ic, circular, named = _free_torsions("peptide:ACE-PRO-PHE-NME")
+    amides = amide_bonds(system.topology)
+    atoms = list(system.topology.atoms)
+    assert len(amides) == 3 and all(
+        {atoms[i].element.symbol for i in bond} == {"C", "N"} for bond in amides)
+    axis = {name.split(":")[0] + ":" + name.split(":")[1]: t for t, (_, _, name) in named.items()}
+    psi_pro, phi_phe, psi_phe = axis["PRO1:CA-C"], axis["PHE2:CA-N"], axis["PHE2:C-CA"]
+    for version, meets in ((1, 2), (2, 6)):
+        masks = coupling_masks(ic.dim, 6, torsion_mask_codes(ic, circular, system.topology,
+                                                             version))
+        assert _meets(masks, psi_pro, phi_phe) == meets
+    assert _meets(masks, phi_phe, psi_phe) == 6
+    config = parse_config({"model": "internal", "system": {"id": system.id},
+                           "internal": {"n_layers": 6, "hidden": [16]}})
+    v1 = InternalKind.restore(config, {"ring_closures": True, "tail_bound": 10.0,
+                                       "torsion_masks": True}, system)
+    assert v1.metadata()["torsion_masks"] == 1
+    layers = v1.module.bijection.bijections[0].bijections[:6]
+    assert [m.mask.tolist() for m in layers] == [m.tolist() for m in coupling_masks(
+        ic.dim, 6, torsion_mask_codes(ic, circular, system.topology, 1))]
+    with pytest.raises(BoltzflowError, match="internal.torsion_masks"):
+        parse_config({"model": "internal", "internal": {"torsion_masks": 3}})

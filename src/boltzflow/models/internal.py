@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import RunConfig
+from ..config import RunConfig, check
 from ..distributions.torus import ProductBase
 from ..errors import BoltzflowError
 from ..flow import Flow
@@ -39,7 +39,12 @@ __all__ = ["TAIL_BOUND", "InternalKind", "InternalParams", "build_molecular_flow
 TAIL_BOUND = 10.0
 #: Checkpoint metadata of the internal-coordinate layout; absent in runs made before ring
 #: closures and tail bounds existed, which load as they were trained.
-LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND, "torsion_masks": True}
+#: Version of :func:`torsion_mask_codes` new flows use (``torsion_masks`` in the layout; ``0``:
+#: masks by position, runs made before).
+TORSION_MASKS = 2
+LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND, "torsion_masks": TORSION_MASKS}
+#: Weight of a torsion about an amide C-N bond (ω) in :func:`torsion_mask_codes` version 2.
+AMIDE_WEIGHT = 0.25
 
 
 @dataclass
@@ -53,21 +58,24 @@ class InternalParams(LikelihoodParams):
             instead of 2-3× broader, ``docs/molecules.md``).
         tail_bound: bonds, closing bonds and angles stay within this many thermal standard
             deviations (``0``: unbounded, linear spline tails).
-        torsion_masks: the coupling masks split neighbouring free torsions
-            (:func:`torsion_mask_codes`), so that each conditions on the other (``False``: masks
-            by position in the coordinate vector, under which e.g. a residue's φ and ψ may never
-            see each other; ``docs/molecules.md``).
+        torsion_masks: how the coupling masks group the free torsions
+            (:func:`torsion_mask_codes`): ``2`` neighbouring torsions apart, amide ω weighted
+            down; ``1`` the same with every torsion alike; ``0`` by position in the coordinate
+            vector, under which a residue's φ and ψ may never see each other
+            (``docs/internal_coordinates.md``).
     """
 
     NAME = "internal"
     ring_closures: bool = True
     tail_bound: float = TAIL_BOUND
-    torsion_masks: bool = True
+    torsion_masks: int = TORSION_MASKS
 
     def validate(self) -> None:
-        """The likelihood checks and a non-negative bound."""
+        """The likelihood checks, a non-negative bound, a known mask version."""
         super().validate()
         self.non_negative("tail_bound")
+        check(self.torsion_masks in (0, 1, 2), "internal.torsion_masks", "0, 1 or 2",
+              self.torsion_masks)
 
 
 class InternalKind(CouplingKind):
@@ -104,7 +112,7 @@ class InternalKind(CouplingKind):
         flow = build_molecular_flow(
             system, config.params, ring_closures=bool(metadata.get("ring_closures", False)),
             tail_bound=metadata.get("tail_bound"),
-            torsion_masks=bool(metadata.get("torsion_masks", False)))
+            torsion_masks=int(metadata.get("torsion_masks", 0)))
         return cls(config, flow, system, None)
 
     def metadata(self) -> dict[str, Any]:
@@ -125,7 +133,8 @@ class InternalKind(CouplingKind):
 
 def build_molecular_flow(
     system: MolecularSystem, params: LikelihoodParams, data: Tensor | None = None, *,
-    ring_closures: bool = True, tail_bound: float | None = TAIL_BOUND, torsion_masks: bool = True,
+    ring_closures: bool = True, tail_bound: float | None = TAIL_BOUND,
+    torsion_masks: int = TORSION_MASKS,
 ) -> Flow:
     """A spline coupling flow in internal coordinates for a molecular system.
 
@@ -146,8 +155,9 @@ def build_molecular_flow(
         tail_bound: bonds, closing bonds and angles stay within this many standard deviations
             (:class:`~boltzflow.transforms.TailBound` beyond ``params.bound``; at least twice it);
             ``None``: no bound.
-        torsion_masks: choose the coupling masks by :func:`torsion_mask_codes` (``False``: by
-            position in the vector, :func:`~boltzflow.transforms.coupling_masks`' default).
+        torsion_masks: version of :func:`torsion_mask_codes` that chooses the coupling masks
+            (``0``: by position in the vector, :func:`~boltzflow.transforms.coupling_masks`'
+            default).
 
     Returns:
         A :class:`~boltzflow.flow.Flow` with ``event_shape = (n_atoms, 3)``; float32 buffers and
@@ -168,7 +178,8 @@ def build_molecular_flow(
         data = torch.as_tensor(system.positions).reshape(1, ic.n_atoms, 3)
     rigid = rigid_torsions(ic, system.topology, rings=ring_closures)
     circular = ic.torsion_indices[~rigid].tolist()
-    codes = torsion_mask_codes(ic, circular, system.topology) if torsion_masks else None
+    codes = (torsion_mask_codes(ic, circular, system.topology, int(torsion_masks))
+             if torsion_masks else None)
     couplings = coupling_flow(
         ic.dim, n_layers=params.n_layers, kind="spline", hidden=tuple(params.hidden),
         n_bins=params.n_bins, bound=params.bound, circular=circular, codes=codes,
@@ -180,31 +191,59 @@ def build_molecular_flow(
     norm = fit_ic_normalization(ic, data, rigid).float()
     flow = Flow(ProductBase(ic.dim, circular), Chain([couplings, norm, ic]), (ic.n_atoms, 3))
     flow.layout = {"ring_closures": ring_closures, "tail_bound": tail_bound,
-                   "torsion_masks": torsion_masks}
+                   "torsion_masks": int(torsion_masks)}
     return flow
 
 
-def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology) -> Tensor:
+def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology,
+                       version: int = TORSION_MASKS) -> Tensor:
     """Two-bit mask codes ``[ic.dim]`` (:func:`~boltzflow.transforms.coupling_masks`) that
     give neighbouring free torsions different codes.
 
     Bonds, angles and rigid torsions keep the default codes (parity and half of their position
     in the vector); the free torsions (``circular``) get
-    :func:`~boltzflow.transforms.builders.torsion_codes` of their axes. By position alone, the
-    φ, ψ and ω torsions of a capped Trp-Gly's two residues shared one code and none conditioned
-    on another (``docs/molecules.md``).
+    :func:`~boltzflow.transforms.torsion_codes` of their axes. By position alone, the φ, ψ
+    and ω torsions of a capped Trp-Gly's two residues shared one code and none conditioned on
+    another (``docs/internal_coordinates.md``). Version 2 weights the torsions about amide C-N
+    bonds (ω, stiff) by :data:`AMIDE_WEIGHT`, so that φ and ψ, and ψ and the next φ across the
+    peptide bond, differ in both bits and meet in every layer (version 1 let ω take the
+    difference in bit 0 from the next φ on Pro-Phe).
 
     Args:
         ic: the internal coordinates (its Z-matrix rows name each torsion's axis).
         circular: positions of the free torsions in the flat vector.
         topology: the molecule's mdtraj topology (its bonds).
+        version: ``1`` or ``2`` (the layouts that name them).
     """
     from ..systems.encoding import covalent_hops
 
     index = torch.arange(ic.dim)
     codes = (index % 2 == 1).long() + 2 * (index >= (ic.dim + 1) // 2).long()
-    if circular:
-        first = int(ic.torsion_indices[0])
-        axes = [ic.zmatrix.rows[3 + t - first, 1:3].tolist() for t in circular]
-        codes[circular] = torch.tensor(torsion_codes(axes, covalent_hops(topology, max_hops=2)))
+    if not circular:
+        return codes
+    first = int(ic.torsion_indices[0])
+    axes = [ic.zmatrix.rows[3 + t - first, 1:3].tolist() for t in circular]
+    weights = None
+    if version >= 2:
+        amide = amide_bonds(topology)
+        weights = [AMIDE_WEIGHT if frozenset(a) in amide else 1.0 for a in axes]
+    codes[circular] = torch.tensor(
+        torsion_codes(axes, covalent_hops(topology, max_hops=2), weights))
     return codes
+
+
+def amide_bonds(topology) -> set[frozenset[int]]:
+    """The C-N bonds of an mdtraj topology whose carbon carries a carbonyl oxygen (an oxygen
+    with no other bond): the peptide bonds and other amides, as atom-index pairs."""
+    bonded: dict[int, list] = {a.index: [] for a in topology.atoms}
+    for a, b in topology.bonds:
+        bonded[a.index].append(b)
+        bonded[b.index].append(a)
+    out = set()
+    for a, b in topology.bonds:
+        for c, n in ((a, b), (b, a)):
+            if (c.element.symbol == "C" and n.element.symbol == "N"
+                    and any(o.element.symbol == "O" and len(bonded[o.index]) == 1
+                            for o in bonded[c.index])):
+                out.add(frozenset((c.index, n.index)))
+    return out

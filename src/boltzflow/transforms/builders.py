@@ -41,7 +41,8 @@ def coupling_masks(dim: int, n_layers: int, codes: Tensor | None = None) -> list
     return [patterns[layer % 4] for layer in range(n_layers)]
 
 
-def torsion_codes(axes: Sequence[tuple[int, int]], hops: Tensor) -> list[int]:
+def torsion_codes(axes: Sequence[tuple[int, int]], hops: Tensor,
+                  weights: Sequence[float] | None = None) -> list[int]:
     """Two-bit mask codes (:func:`coupling_masks`) for torsions about the bonds ``axes`` that
     give neighbouring torsions different codes.
 
@@ -55,15 +56,20 @@ def torsion_codes(axes: Sequence[tuple[int, int]], hops: Tensor) -> list[int]:
         axes: each torsion's axis, two atom indices.
         hops: ``[N, N]`` covalent-graph distances between atoms (at least up to 2,
             :func:`~boltzflow.systems.encoding.covalent_hops`).
+        weights: how much each torsion's neighbours care to differ from it (default 1; a
+            pair counts with the product of its two weights): a stiff torsion such as an
+            amide ω needs its neighbours' conditioning less.
 
     Returns:
         One code in ``0..3`` per torsion, in the order of ``axes``.
     """
     axes = [tuple(sorted((int(b), int(c)))) for b, c in axes]
+    weights = [1.0] * len(axes) if weights is None else [float(w) for w in weights]
     codes: dict[int, int] = {}
     for t in sorted(range(len(axes)), key=lambda t: axes[t]):
         apart = {s: min(int(hops[x, y]) for x in axes[t] for y in axes[s]) for s in codes}
-        near = [(2 - apart[s], codes[s]) for s in codes if apart[s] <= 1]
+        near = [((2 - apart[s]) * weights[s] * weights[t], codes[s]) for s in codes
+                if apart[s] <= 1]
         cost = [sum(w * (4 * (code == n) + (code % 2 == n % 2)) for w, n in near)
                 for code in range(4)]
         codes[t] = min(range(4), key=lambda code: (cost[code], code))
