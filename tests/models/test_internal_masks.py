@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import boltzflow as bf
-from boltzflow.models import parse_config
 from boltzflow.errors import BoltzflowError
+from boltzflow.models import parse_config
 from boltzflow.models.internal import (
     TORSION_MASKS,
     InternalKind,
