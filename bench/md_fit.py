@@ -88,7 +88,7 @@ VARIANTS = {
     "plan-4200-lv0.25-kl0-8layers": ("long", 4200, 2100, 8),
     "plan-4200-lv0.25-kl0-bins16": ("long", 4200, 2100, 6),
     # the same with the coupling masks that split neighbouring free torsions (``-tmasks``:
-    # ``torsion_masks`` 1; ``-tmasks2``: 2, amide ω weighted down, the default since; every
+    # ``torsion_masks`` 1, the default since; ``-tmasks2``: 2, amide ω weighted down; every
     # variant above has masks by position in the coordinate vector)
     "plan-4200-lv0.25-kl0-tmasks": ("long", 4200, 2100, 6),
     "plan-4200-lv0.25-kl0-tmasks-8layers": ("long", 4200, 2100, 8),
@@ -98,7 +98,9 @@ VARIANTS = {
     # flow and steps, retrained with the torsion masks
     "plan-4100-lv0.25-kl0-tmasks": ("long", 4100, 2050, 6),
     "plan-4100-lv0.25-kl0-tmasks2": ("long", 4100, 2050, 6),
+    "plan-4300-lv0.25-kl0-tmasks": ("long", 4300, 2150, 6),
     "plan-4300-lv0.25-kl0-tmasks2": ("long", 4300, 2150, 6),
+    "aldp-7000-kl3500-tmasks": ("long", 7000, 3500, 8),
     "aldp-7000-kl3500-tmasks2": ("long", 7000, 3500, 8),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
@@ -128,11 +130,12 @@ OVERRIDES = {
                                     "internal.n_bins": 16},
     **{name: {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1}
        for name in ("plan-4200-lv0.25-kl0-tmasks", "plan-4200-lv0.25-kl0-tmasks-8layers",
-                    "plan-4100-lv0.25-kl0-tmasks")},
+                    "plan-4100-lv0.25-kl0-tmasks", "plan-4300-lv0.25-kl0-tmasks")},
     **{f"plan-{n}-lv0.25-kl0-tmasks2": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                         "internal.torsion_masks": 2} for n in (4100, 4200, 4300)},
     "plan-4200-lv0.25-kl0-tmasks2-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                            "internal.torsion_masks": 2, "train.seed": 1},
+    "aldp-7000-kl3500-tmasks": {"internal.torsion_masks": 1},
     "aldp-7000-kl3500-tmasks2": {"internal.torsion_masks": 2},
 }
 

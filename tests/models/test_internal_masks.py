@@ -116,7 +116,7 @@ def test_torsion_masks_flow_is_exact_and_old_checkpoints_keep_theirs():
     assert ok.float().mean() > 0.8
     assert torch.allclose(flow.log_prob(x[ok]), log_q[ok], atol=1e-7)
     new = InternalKind.build(config, bf.models.TrainingSet(system))
-    assert new.metadata()["torsion_masks"] == TORSION_MASKS == 2
+    assert new.metadata()["torsion_masks"] == TORSION_MASKS == 1
     old = InternalKind.restore(config, {"ring_closures": True, "tail_bound": 10.0}, system)
     assert old.metadata()["torsion_masks"] == 0
     positional = [layer.mask for layer in old.module.bijection.bijections[0].bijections[:4]]
@@ -125,10 +125,11 @@ def test_torsion_masks_flow_is_exact_and_old_checkpoints_keep_theirs():
     assert old.module.state_dict().keys() == new.module.state_dict().keys()
 
 
-def test_version_2_puts_the_backbone_pairs_apart_in_both_bits_and_version_1_still_loads():
-    """Pro-Phe: version 1 let the Pro-Phe ω take bit 0 from Phe's φ, so Pro's ψ and Phe's φ
-    met in two layers of six; with the amide ω weighted down they differ in both bits (every
-    layer), and so do Phe's φ and ψ. A version-1 checkpoint restores version-1 masks."""
+def test_version_2_puts_the_backbone_pairs_apart_in_both_bits_and_each_version_loads():
+    """Pro-Phe: version 1 lets the Pro-Phe ω take bit 0 from Phe's φ, so Pro's ψ and Phe's φ
+    meet in two layers of six; with the amide ω weighted down (version 2) they differ in both
+    bits (every layer), and so do Phe's φ and ψ. A checkpoint restores the version it records
+    (``True`` from the first models reads as 1)."""
     system, ic, circular, named = _free_torsions("peptide:ACE-PRO-PHE-NME")
     amides = amide_bonds(system.topology)
     atoms = list(system.topology.atoms)
@@ -143,11 +144,12 @@ def test_version_2_puts_the_backbone_pairs_apart_in_both_bits_and_version_1_stil
     assert _meets(masks, phi_phe, psi_phe) == 6
     config = parse_config({"model": "internal", "system": {"id": system.id},
                            "internal": {"n_layers": 6, "hidden": [16]}})
-    v1 = InternalKind.restore(config, {"ring_closures": True, "tail_bound": 10.0,
-                                       "torsion_masks": True}, system)
-    assert v1.metadata()["torsion_masks"] == 1
-    layers = v1.module.bijection.bijections[0].bijections[:6]
-    assert [m.mask.tolist() for m in layers] == [m.tolist() for m in coupling_masks(
-        ic.dim, 6, torsion_mask_codes(ic, circular, system.topology, 1))]
+    for recorded, version in ((True, 1), (2, 2)):
+        kind = InternalKind.restore(config, {"ring_closures": True, "tail_bound": 10.0,
+                                             "torsion_masks": recorded}, system)
+        assert kind.metadata()["torsion_masks"] == version
+        layers = kind.module.bijection.bijections[0].bijections[:6]
+        assert [m.mask.tolist() for m in layers] == [m.tolist() for m in coupling_masks(
+            ic.dim, 6, torsion_mask_codes(ic, circular, system.topology, version))]
     with pytest.raises(BoltzflowError, match="internal.torsion_masks"):
         parse_config({"model": "internal", "internal": {"torsion_masks": 3}})

@@ -40,8 +40,9 @@ TAIL_BOUND = 10.0
 #: Checkpoint metadata of the internal-coordinate layout; absent in runs made before ring
 #: closures and tail bounds existed, which load as they were trained.
 #: Version of :func:`torsion_mask_codes` new flows use (``torsion_masks`` in the layout; ``0``:
-#: masks by position, runs made before).
-TORSION_MASKS = 2
+#: masks by position, runs made before). Version 1: on Trp-Gly and Pro-Phe the same log-weight
+#: spread as version 2 and the higher ESS in every comparison (docs/benchmarks.md).
+TORSION_MASKS = 1
 LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND, "torsion_masks": TORSION_MASKS}
 #: Weight of a torsion about an amide C-N bond (ω) in :func:`torsion_mask_codes` version 2.
 AMIDE_WEIGHT = 0.25
@@ -59,9 +60,9 @@ class InternalParams(LikelihoodParams):
         tail_bound: bonds, closing bonds and angles stay within this many thermal standard
             deviations (``0``: unbounded, linear spline tails).
         torsion_masks: how the coupling masks group the free torsions
-            (:func:`torsion_mask_codes`): ``2`` neighbouring torsions apart, amide ω weighted
-            down; ``1`` the same with every torsion alike; ``0`` by position in the coordinate
-            vector, under which a residue's φ and ψ may never see each other
+            (:func:`torsion_mask_codes`): ``1`` neighbouring torsions apart; ``2`` the same
+            with amide ω weighted down; ``0`` by position in the coordinate vector, under
+            which a residue's φ and ψ may never see each other
             (``docs/internal_coordinates.md``).
     """
 
@@ -206,8 +207,8 @@ def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology,
     and ω torsions of a capped Trp-Gly's two residues shared one code and none conditioned on
     another (``docs/internal_coordinates.md``). Version 2 weights the torsions about amide C-N
     bonds (ω, stiff) by :data:`AMIDE_WEIGHT`, so that φ and ψ, and ψ and the next φ across the
-    peptide bond, differ in both bits and meet in every layer (version 1 let ω take the
-    difference in bit 0 from the next φ on Pro-Phe).
+    peptide bond, differ in both bits and meet in every layer (version 1 lets ω take the
+    difference in bit 0 from the next φ on Pro-Phe); measured, it was no better.
 
     Args:
         ic: the internal coordinates (its Z-matrix rows name each torsion's axis).
