@@ -92,6 +92,7 @@ VARIANTS = {
     # variant above has masks by position in the coordinate vector)
     "plan-4200-lv0.25-kl0-tmasks": ("long", 4200, 2100, 6),
     "plan-4200-lv0.25-kl0-tmasks-8layers": ("long", 4200, 2100, 8),
+    "plan-4200-lv0.25-kl0-tmasks-seed1": ("long", 4200, 2100, 6),
     "plan-4200-lv0.25-kl0-tmasks2": ("long", 4200, 2100, 6),
     "plan-4200-lv0.25-kl0-tmasks2-seed1": ("long", 4200, 2100, 6),
     # the other molecules' v4 one-command runs (``--system``, ``--long`` their MD), their plan's
@@ -133,6 +134,8 @@ OVERRIDES = {
                     "plan-4100-lv0.25-kl0-tmasks", "plan-4300-lv0.25-kl0-tmasks")},
     **{f"plan-{n}-lv0.25-kl0-tmasks2": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                         "internal.torsion_masks": 2} for n in (4100, 4200, 4300)},
+    "plan-4200-lv0.25-kl0-tmasks-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                          "internal.torsion_masks": 1, "train.seed": 1},
     "plan-4200-lv0.25-kl0-tmasks2-seed1": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                            "internal.torsion_masks": 2, "train.seed": 1},
     "aldp-7000-kl3500-tmasks": {"internal.torsion_masks": 1},
