@@ -25,6 +25,7 @@ from ..flow import Flow
 from ..systems.base import System
 from ..systems.molecule import MolecularSystem
 from ..transforms import Chain, TailBound, coupling_flow, torsion_codes
+from ..transforms.builders import position_codes
 from ..transforms.ic_normalization import fit_ic_normalization, rigid_torsions
 from ..transforms.internal import InternalCoordinates
 from ..transforms.zmatrix import build_zmatrix
@@ -218,8 +219,7 @@ def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology,
     """
     from ..systems.encoding import covalent_hops
 
-    index = torch.arange(ic.dim)
-    codes = (index % 2 == 1).long() + 2 * (index >= (ic.dim + 1) // 2).long()
+    codes = position_codes(ic.dim)
     if not circular:
         return codes
     first = int(ic.torsion_indices[0])

@@ -273,12 +273,11 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
                                   flat[ic.torsion_indices], analogs=key_version >= 3)
     else:
         keys = _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names)
-    codes = 3 * (torch.arange(n) % 2)
+    mol = Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys)
     free = torch.nonzero(circular[:, TORSION])[:, 0]
     if len(free):
-        codes[free] = torch.tensor(torsion_codes(rows[free, 1:3].tolist(), encoding.hops))
-    return Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys,
-                    codes)
+        mol.codes[free] = torch.tensor(torsion_codes(rows[free, 1:3].tolist(), encoding.hops))
+    return mol
 
 
 def _chemistry_keys(topology: Any, rows: Tensor, closures: Tensor, hydrogen_names: bool = True

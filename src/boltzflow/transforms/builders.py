@@ -11,7 +11,14 @@ from torch import Tensor
 from .base import Chain
 from .coupling import AffineCoupling, SplineCoupling
 
-__all__ = ["coupling_flow", "coupling_masks", "torsion_codes"]
+__all__ = ["coupling_flow", "coupling_masks", "position_codes", "torsion_codes"]
+
+
+def position_codes(dim: int) -> Tensor:
+    """The default two-bit codes ``[dim]`` of :func:`coupling_masks`: bit 0 the index's parity
+    (even/odd interleaving), bit 1 whether it lies in the second half."""
+    index = torch.arange(dim)
+    return (index % 2 == 1).long() + 2 * (index >= (dim + 1) // 2).long()
 
 
 def coupling_masks(dim: int, n_layers: int, codes: Tensor | None = None) -> list[Tensor]:
@@ -30,10 +37,7 @@ def coupling_masks(dim: int, n_layers: int, codes: Tensor | None = None) -> list
             interleaving), bit 1 whether it lies in the first half (for ``dim = 2`` the
             patterns reduce to alternating single coordinates).
     """
-    index = torch.arange(dim)
-    if codes is None:
-        codes = (index % 2 == 1).long() + 2 * (index >= (dim + 1) // 2).long()
-    codes = torch.as_tensor(codes, dtype=torch.long)
+    codes = position_codes(dim) if codes is None else torch.as_tensor(codes, dtype=torch.long)
     if codes.shape != (dim,) or bool(((codes < 0) | (codes > 3)).any()):
         raise ValueError(f"codes must be {dim} integers in 0..3, got shape {tuple(codes.shape)}")
     bit0, bit1 = codes % 2 == 0, codes // 2 == 0
