@@ -103,6 +103,17 @@ VARIANTS = {
     "plan-4300-lv0.25-kl0-tmasks2": ("long", 4300, 2150, 6),
     "aldp-7000-kl3500-tmasks": ("long", 7000, 3500, 8),
     "aldp-7000-kl3500-tmasks2": ("long", 7000, 3500, 8),
+    # the v6 Trp-Gly one-command plan (4.2 ns, 2,800 steps) with torsion-shifted data frames in
+    # the log-weight variance (``-jitW``: ``internal.lv_jitter`` W rad)
+    "plan-2800-lv0.25-kl0-tmasks": ("long", 2800, 1400, 6),
+    "plan-2800-lv0.25-kl0-tmasks-jit0.15": ("long", 2800, 1400, 6),
+    "plan-2800-lv0.25-kl0-tmasks-jit0.3": ("long", 2800, 1400, 6),
+    "plan-2800-lv0.25-kl0-tmasks-seed1": ("long", 2800, 1400, 6),
+    "plan-2800-lv0.25-kl0-tmasks-seed2": ("long", 2800, 1400, 6),
+    # what makes the flow fit its frames better than fresh ones of the same MD
+    "plan-2800-nll-tmasks": ("long", 2800, None, 6),
+    "plan-1400-lv0.25-kl0-tmasks": ("long", 1400, 700, 6),
+    "plan-2800-lv0.25-kl0-tmasks-h64": ("long", 2800, 1400, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -140,6 +151,19 @@ OVERRIDES = {
                                            "internal.torsion_masks": 2, "train.seed": 1},
     "aldp-7000-kl3500-tmasks": {"internal.torsion_masks": 1},
     "aldp-7000-kl3500-tmasks2": {"internal.torsion_masks": 2},
+    "plan-2800-lv0.25-kl0-tmasks": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                    "internal.torsion_masks": 1},
+    **{f"plan-2800-lv0.25-kl0-tmasks-jit{w:g}": {
+        "internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1,
+        "internal.lv_jitter": w} for w in (0.15, 0.3)},
+    **{f"plan-2800-lv0.25-kl0-tmasks-seed{k}": {
+        "internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1,
+        "train.seed": k} for k in (1, 2)},
+    "plan-2800-nll-tmasks": {"internal.torsion_masks": 1},
+    "plan-1400-lv0.25-kl0-tmasks": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                    "internal.torsion_masks": 1},
+    "plan-2800-lv0.25-kl0-tmasks-h64": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                        "internal.torsion_masks": 1, "internal.hidden": [64, 64]},
 }
 
 
@@ -225,6 +249,8 @@ def energy_terms(name: str, kl_start: int | None) -> str:
     terms = [f"{w:g}·{t}" for w, t in ((w_kl, "KL"), (w_lv, "LV")) if w > 0]
     if o.get("internal.lv_samples"):
         terms[-1] += "+q"
+    if o.get("internal.lv_jitter"):
+        terms[-1] += f"+shifted {o['internal.lv_jitter']:g} rad"
     return " + ".join(terms) or "–"
 
 

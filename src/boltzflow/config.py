@@ -169,6 +169,7 @@ class TrainSection(Section):
         steps: optimizer steps.
         batch_size: reference frames per step (all ranks together).
         lr: Adam learning rate.
+        weight_decay: L2 penalty of Adam on every parameter (``0``: none).
         lr_schedule: ``cosine`` or ``constant``.
         warmup: linear warm-up steps.
         clip_grad: gradient-norm clipping threshold.
@@ -182,6 +183,7 @@ class TrainSection(Section):
     steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
+    weight_decay: float = 0.0
     lr_schedule: str = "cosine"
     warmup: int = 0
     clip_grad: float = 100.0
@@ -193,7 +195,7 @@ class TrainSection(Section):
     def validate(self) -> None:
         """Ranges and choices."""
         self.positive("batch_size", "lr", "clip_grad", "checkpoint_every")
-        self.non_negative("steps", "warmup", "seed")
+        self.non_negative("steps", "warmup", "seed", "weight_decay")
         check_choice(self.lr_schedule, "train.lr_schedule", SCHEDULES)
         check_choice(self.device, "train.device", DEVICES)
         check_choice(self.dtype, "train.dtype", DTYPES)

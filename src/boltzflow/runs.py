@@ -188,7 +188,8 @@ def train(config: RunConfig, out: str | Path, *, progress: bool = True) -> Run:
     t = config.train
     fit(
         model.module, lambda step: model.loss(model.batch(step), step), steps=t.steps, lr=t.lr,
-        schedule=t.lr_schedule, warmup=t.warmup, clip_grad=t.clip_grad, out_dir=out,
+        weight_decay=t.weight_decay, schedule=t.lr_schedule, warmup=t.warmup,
+        clip_grad=t.clip_grad, out_dir=out,
         checkpoint_every=t.checkpoint_every, progress=progress,
         metadata=checkpoint_metadata(model),
     )

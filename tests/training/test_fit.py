@@ -189,3 +189,23 @@ def test_checkpoint_is_atomic_and_versioned(tmp_path):
     path.write_bytes(b"truncated")
     with pytest.raises(BoltzflowError, match="unreadable or truncated"):
         load_checkpoint(path)
+
+
+def test_weight_decay_of_the_train_section_shrinks_the_parameters(tmp_path):
+    from boltzflow import runs
+    from boltzflow.models import parse_config
+
+    def trained_norm(weight_decay: float) -> float:
+        config = parse_config({
+            "model": "coupling", "system": {"id": "double-well", "n_data": 200, "n_test": 50},
+            "coupling": {"n_layers": 2, "hidden": [16], "w_kl": 0.0},
+            "train": {"steps": 20, "batch_size": 32, "checkpoint_every": 20, "lr": 0.05,
+                      "lr_schedule": "constant", "weight_decay": weight_decay},
+        })
+        torch.manual_seed(0)
+        run = runs.train(config, tmp_path / f"wd{weight_decay:g}", progress=False)
+        return float(sum(p.detach().square().sum() for p in run.model.module.parameters()))
+
+    assert trained_norm(10.0) < 0.5 * trained_norm(0.0)
+    with pytest.raises(BoltzflowError, match="train.weight_decay"):
+        parse_config({"model": "coupling", "train": {"weight_decay": -1.0}})

@@ -152,10 +152,14 @@ class CouplingKind(ModelKind):
     def batch(self, step: int) -> Tensor | tuple[Tensor, Tensor] | None:
         """This rank's share of ``batch_size`` reference samples (``None`` without data); with
         ``w_lv``, the samples and their energies."""
+        return self.batch_of(step, self.config.train.seed)
+
+    def batch_of(self, step: int, seed: int) -> Tensor | tuple[Tensor, Tensor] | None:
+        """:meth:`batch` drawn from ``seed`` instead of ``train.seed``."""
         if self.data is None:
             return None
         w, size = distributed.world(), self.config.train.batch_size
-        gen = torch.Generator().manual_seed(distributed.step_seed(self.config.train.seed, step))
+        gen = torch.Generator().manual_seed(distributed.step_seed(seed, step))
         idx = torch.randint(len(self.data), (size,), generator=gen)
         share = size // w.size
         idx = idx[w.rank * share : (w.rank + 1) * share].to(self.data.device)
@@ -181,19 +185,31 @@ class CouplingKind(ModelKind):
              ) -> dict[str, Tensor]:
         """``w_nll · NLL(batch) + w_lv · Var(log q + u)(batch) + w_kl · reverse KL`` (the last
         two from ``kl_start`` on)."""
+        return self.loss_of(self.module, batch, step, self.config.train.seed)
+
+    def loss_of(self, module: Flow, batch: Tensor | tuple[Tensor, Tensor] | None, step: int,
+                seed: int) -> dict[str, Tensor]:
+        """:meth:`loss` of ``module``, its model samples drawn from ``seed``."""
         p, w = self.params, distributed.world()
-        torch.manual_seed(distributed.step_seed(self.config.train.seed, step, w.rank))
+        torch.manual_seed(distributed.step_seed(seed, step, w.rank))
         x, u = batch if isinstance(batch, tuple) else (batch, None)
         w_kl, w_lv = (p.w_kl, p.w_lv) if step >= p.kl_start else (0.0, 0.0)
+        x_ref, u_ref = ((self.lv_reference(module, x, u) or (None, None)) if w_lv > 0
+                        else (None, None))
         parts = combined_loss(
-            self.module, self.energy, x, w_nll=p.w_nll, w_kl=w_kl,
+            module, self.energy, x, w_nll=p.w_nll, w_kl=w_kl,
             n_samples=p.kl_batch_size // w.size, u_high=p.u_high, u_data=u, w_lv=w_lv,
-            n_lv_samples=p.lv_samples // w.size,
+            n_lv_samples=p.lv_samples // w.size, x_ref=x_ref, u_ref=u_ref,
         )
         for key, weight in (("kl", p.w_kl), ("lv", p.w_lv)):  # keep the log's columns
             if weight > 0 and key not in parts:
                 parts[key] = torch.full((), float("nan"))
         return parts
+
+    def lv_reference(self, module: Flow, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Configurations and energies beyond the data batch ``(x, u)`` that join the
+        log-weight variance of ``module`` (``None``: the data alone; the internal kind's ``lv_jitter``)."""
+        return None
 
     def flow_for(self, system: System) -> Flow:
         """The trained flow (of its one system)."""
@@ -211,7 +227,10 @@ def loss_terms(p: LikelihoodParams) -> str:
     log-weight variance is on (the text is part of the sample cache's key: runs made before
     ``w_lv`` keep theirs)."""
     text = f"{p.w_nll:g}·NLL + {p.w_kl:g}·reverse KL"
-    return text + (f" + {p.w_lv:g}·Var(log q + u)" if p.w_lv > 0 else "")
+    text += f" + {p.w_lv:g}·Var(log q + u)" if p.w_lv > 0 else ""
+    jitter = getattr(p, "lv_jitter", 0.0)  # the internal kind's shifted frames
+    return text + (f" over the data and its torsions shifted {jitter:g} rad"
+                   if p.w_lv > 0 and jitter > 0 else "")
 
 
 def _coupling_flow(system: System, p: CouplingParams, data: Tensor | None) -> Flow:

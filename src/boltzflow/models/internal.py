@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, check
+from ..distributions.mixture import Mixture
 from ..distributions.torus import ProductBase
 from ..errors import BoltzflowError
 from ..flow import Flow
@@ -45,6 +46,9 @@ TAIL_BOUND = 10.0
 #: spread as version 2 and the higher ESS in every comparison (docs/benchmarks.md).
 TORSION_MASKS = 1
 LAYOUT = {"ring_closures": True, "tail_bound": TAIL_BOUND, "torsion_masks": TORSION_MASKS}
+#: Torsion-shifted frames (``lv_jitter``) this far (kT) above the highest data energy stay out
+#: of the log-weight variance: deep clashes would set it, not the rim of the data.
+JITTER_MARGIN = 20.0
 #: Weight of a torsion about an amide C-N bond (ω) in :func:`torsion_mask_codes` version 2.
 AMIDE_WEIGHT = 0.25
 
@@ -65,19 +69,33 @@ class InternalParams(LikelihoodParams):
             with amide ω weighted down; ``0`` by position in the coordinate vector, under
             which a residue's φ and ψ may never see each other
             (``docs/internal_coordinates.md``).
+        lv_jitter: with ``w_lv``, each data frame of the batch also joins the log-weight
+            variance with its free torsions shifted by normal noise of this width (rad), so
+            that the term sees the rim of the data, where a likelihood fit overshoots (``0``:
+            the data alone). Shifted frames more than :data:`JITTER_MARGIN` kT above the
+            highest data energy are left out.
+        flows: independently initialized flows trained side by side, each on its own batches
+            (seeds ``train.seed + k``); the proposal is their equal mixture
+            (:class:`~boltzflow.distributions.Mixture`, exact density), whose weights cannot
+            exceed ``flows`` times those of any one of them, so one flow's misses are covered
+            by the others. Each training step costs ``flows`` steps.
     """
 
     NAME = "internal"
     ring_closures: bool = True
     tail_bound: float = TAIL_BOUND
     torsion_masks: int = TORSION_MASKS
+    lv_jitter: float = 0.0
+    flows: int = 1
 
     def validate(self) -> None:
         """The likelihood checks, a non-negative bound, a known mask version."""
         super().validate()
-        self.non_negative("tail_bound")
+        self.non_negative("tail_bound", "lv_jitter")
         check(self.torsion_masks in (0, 1, 2), "internal.torsion_masks", "0, 1 or 2",
               self.torsion_masks)
+        check(isinstance(self.flows, int) and self.flows >= 1, "internal.flows",
+              "an integer >= 1", self.flows)
 
 
 class InternalKind(CouplingKind):
@@ -97,10 +115,10 @@ class InternalKind(CouplingKind):
                 "coupling"
             )
         p = config.params
-        flow = build_molecular_flow(system, p, source.data, ring_closures=p.ring_closures,
-                                    tail_bound=p.tail_bound or None,
-                                    torsion_masks=p.torsion_masks)
-        return cls(config, flow, system, source.data)
+        flows = [build_molecular_flow(system, p, source.data, ring_closures=p.ring_closures,
+                                      tail_bound=p.tail_bound or None,
+                                      torsion_masks=p.torsion_masks) for _ in range(p.flows)]
+        return cls(config, ensemble(flows), system, source.data)
 
     @classmethod
     def restore(cls, config: RunConfig, metadata: dict[str, Any], system: System | None
@@ -111,11 +129,48 @@ class InternalKind(CouplingKind):
         none of them)."""
         if not isinstance(system, MolecularSystem):
             return cls.build(config, TrainingSet(system))  # raises the one-line error
-        flow = build_molecular_flow(
+        flows = [build_molecular_flow(
             system, config.params, ring_closures=bool(metadata.get("ring_closures", False)),
             tail_bound=metadata.get("tail_bound"),
             torsion_masks=int(metadata.get("torsion_masks", 0)))
-        return cls(config, flow, system, None)
+            for _ in range(int(metadata.get("flows", 1)))]
+        return cls(config, ensemble(flows), system, None)
+
+    @property
+    def flows(self) -> list[Flow]:
+        """The trained flows (one unless ``flows`` > 1)."""
+        return list(self.module.components) if isinstance(self.module, Mixture) else [self.module]
+
+    def batch(self, step: int) -> Any:
+        """:meth:`CouplingKind.batch`; with several flows, a list of one batch per flow (flow
+        ``k`` draws from seed ``train.seed + k``)."""
+        if len(self.flows) == 1:
+            return super().batch(step)
+        return [self.batch_of(step, self.config.train.seed + k) for k in range(len(self.flows))]
+
+    def loss(self, batch: Any, step: int) -> dict[str, Tensor]:
+        """:meth:`CouplingKind.loss`; with several flows, the sum of each flow's loss on its
+        own batch (the parts, e.g. ``nll``, their mean)."""
+        if len(self.flows) == 1:
+            return super().loss(batch, step)
+        seed = self.config.train.seed
+        each = [self.loss_of(flow, b, step, seed + k)
+                for k, (flow, b) in enumerate(zip(self.flows, batch))]
+        parts = {key: torch.stack([e[key] for e in each]).mean() for key in each[0]}
+        parts["loss"] = torch.stack([e["loss"] for e in each]).sum()
+        return parts
+
+    def lv_reference(self, module: Flow, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor] | None:
+        """With ``lv_jitter``: the batch with shifted free torsions (:func:`shift_torsions`)
+        and their energies, those within :data:`JITTER_MARGIN` kT of the highest data energy;
+        they join the data in the log-weight variance."""
+        if self.params.lv_jitter <= 0:
+            return None
+        with torch.no_grad():
+            xs = shift_torsions(module, x, self.params.lv_jitter)
+            us = self.energy.energy(xs)
+            keep = torch.isfinite(us) & (us <= self.data_energies().max() + JITTER_MARGIN)
+        return xs[keep], us[keep]
 
     def metadata(self) -> dict[str, Any]:
         """The internal-coordinate layout (:data:`LAYOUT`)."""
@@ -123,14 +178,23 @@ class InternalKind(CouplingKind):
 
     @property
     def layout(self) -> dict[str, Any]:
-        """Ring closures, tail bound and torsion masks of this flow."""
-        return getattr(self.module, "layout", LAYOUT)
+        """Ring closures, tail bound and torsion masks of the flows, and how many there are
+        (``flows``, recorded when more than one)."""
+        flows = self.flows
+        layout = dict(getattr(flows[0], "layout", LAYOUT))
+        return layout | ({"flows": len(flows)} if len(flows) > 1 else {})
 
     def describe(self) -> str:
         """Layers, widths and loss weights."""
-        p = self.params
-        return (f"{p.n_layers} internal-coordinate spline coupling layers, hidden {p.hidden}; "
+        p, k = self.params, len(self.flows)
+        what = (f"an equal mixture of {k} flows of {p.n_layers}" if k > 1 else f"{p.n_layers}")
+        return (f"{what} internal-coordinate spline coupling layers, hidden {p.hidden}; "
                 f"{self.config.train.steps} steps, loss = {loss_terms(p)}")
+
+
+def ensemble(flows: list[Flow]) -> Flow | Mixture:
+    """One flow as it is (its checkpoint keys unchanged); several as their equal mixture."""
+    return flows[0] if len(flows) == 1 else Mixture(flows)
 
 
 def build_molecular_flow(
@@ -194,7 +258,20 @@ def build_molecular_flow(
     flow = Flow(ProductBase(ic.dim, circular), Chain([couplings, norm, ic]), (ic.n_atoms, 3))
     flow.layout = {"ring_closures": ring_closures, "tail_bound": tail_bound,
                    "torsion_masks": int(torsion_masks)}
+    flow.free_torsions = circular  # positions of the free torsions in the coordinate vector
     return flow
+
+
+def shift_torsions(flow: Flow, x: Tensor, width: float) -> Tensor:
+    """``x: [B, n_atoms, 3]`` with the free torsions of ``flow`` (:func:`build_molecular_flow`)
+    shifted by independent normal noise of ``width`` rad; bonds, angles and the rings' rigid
+    torsions unchanged, so the result lies in the flow's image (canonical frame)."""
+    ic = flow.bijection.bijections[-1]
+    z, _ = ic.inverse(x)
+    free = torch.as_tensor(flow.free_torsions, dtype=torch.long, device=x.device)
+    shifted = z[:, free] + width * torch.randn(len(z), len(free), dtype=z.dtype, device=z.device)
+    z = z.index_copy(1, free, torch.remainder(shifted + torch.pi, 2 * torch.pi) - torch.pi)
+    return ic(z)[0]
 
 
 def torsion_mask_codes(ic: InternalCoordinates, circular: list[int], topology,

@@ -77,11 +77,14 @@ def combined_loss(
     u_data: Tensor | None = None,
     w_lv: float = 0.0,
     n_lv_samples: int = 0,
+    x_ref: Tensor | None = None,
+    u_ref: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``w_nll · nll + w_lv · log_weight_variance + w_kl · reverse_kl``; returns ``{"loss",
     "nll", "lv", "kl"}`` (the parts it used). ``u_data``: the energies of ``x`` (``w_lv > 0``);
     ``n_lv_samples`` model samples (drawn without gradient, energies softened above ``u_high``)
-    join the data in the variance, so that mass the model puts where no data lie is seen."""
+    join the data in the variance, so that mass the model puts where no data lie is seen;
+    so do reference configurations ``x_ref`` with energies ``u_ref`` (no likelihood)."""
     parts: dict[str, Tensor] = {}
     loss = torch.zeros(())
     if w_lv > 0 and (x is None or u_data is None):
@@ -101,6 +104,10 @@ def combined_loss(
                 lq = model.log_prob(xq)
                 inside = torch.isfinite(lq)
                 log_q, u_lv = torch.cat([log_q, lq[inside]]), torch.cat([u_data, uq[inside]])
+            if x_ref is not None and len(x_ref):
+                lr = model.log_prob(x_ref)
+                inside = torch.isfinite(lr)
+                log_q, u_lv = torch.cat([log_q, lr[inside]]), torch.cat([u_lv, u_ref[inside]])
             parts["lv"] = log_weight_variance(log_q, u_lv)
             loss = loss + w_lv * parts["lv"]
     if w_kl > 0:
