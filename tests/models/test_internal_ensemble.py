@@ -13,8 +13,8 @@ import boltzflow as bf
 from boltzflow import runs
 from boltzflow.distributions import Distribution, Mixture
 from boltzflow.errors import BoltzflowError
-from boltzflow.models import parse_config
 from boltzflow.flow import Flow
+from boltzflow.models import parse_config
 from boltzflow.models.internal import InternalKind
 
 
