@@ -114,6 +114,8 @@ VARIANTS = {
     "plan-2800-nll-tmasks": ("long", 2800, None, 6),
     "plan-1400-lv0.25-kl0-tmasks": ("long", 1400, 700, 6),
     "plan-2800-lv0.25-kl0-tmasks-h64": ("long", 2800, 1400, 6),
+    # ``--long`` an MD of the same length and settings with a frame every 0.02 ps (210,000)
+    "plan-2800-lv0.25-kl0-tmasks-dense": ("long", 2800, 1400, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -164,6 +166,9 @@ OVERRIDES = {
                                     "internal.torsion_masks": 1},
     "plan-2800-lv0.25-kl0-tmasks-h64": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                         "internal.torsion_masks": 1, "internal.hidden": [64, 64]},
+    "plan-2800-lv0.25-kl0-tmasks-dense": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
+                                          "internal.torsion_masks": 1,
+                                          "system.n_data": 300_000},
 }
 
 

@@ -150,14 +150,21 @@ class Speeds:
 #: docs/benchmarks.md): the flow learns short MD's frames rather than the distribution.
 #: MD time the 10-ns cap leaves unused goes to training (alanine dipeptide).
 MD_SHARE, TRAIN_SHARE = 0.6, 0.25
-#: MD defaults of the one-command path, from the alanine dipeptide study (``docs/aldp.md``): a
-#: frame every 0.05 ps (moving from 0.2 ps to 0.05 ps took ESS from 10 % to 41 % at the same MD
-#: length) and 4 parallel-tempering replicas up to twice the temperature (at most 600 K).
+#: MD defaults of the one-command path: a frame every 0.02 ps and 4 parallel-tempering replicas
+#: up to twice the temperature (at most 600 K). Dense frames cost no MD: on alanine dipeptide
+#: 0.2 → 0.05 ps took the ESS from 10 % to 41 % at the same MD length (``docs/aldp.md``); on a
+#: 43-atom Trp peptide, whose flow fitted its 0.05-ps frames 1.5-2 nats better than frames of
+#: the same MD it never saw, 0.05 → 0.02 ps took that gap from 2.0 to 0.2 nats and the ESS
+#: from 4.2 to 7.1 % (docs/benchmarks.md, ``bench/fresh_frames.py``).
 #: Hydrogens repartitioned to 3 amu and a 2-fs step: the same configurations at half the cost of
 #: 1 fs (the configurational distribution does not depend on masses; on a 43-atom Trp peptide,
 #: 1 ns each, <u> and its spread agree with 1 fs within their errors, docs/md.md).
-MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.05, "equilibration_ps": 20.0, "seed": 0,
+MOLECULE_MD = {"replicas": 4, "frame_interval_ps": 0.02, "equilibration_ps": 20.0, "seed": 0,
                "timestep_fs": 2.0, "hydrogen_mass_amu": 3.0}
+#: At most this many MD frames train the plan's flow (10 ns at 0.02 ps; 43 atoms: 260 MB).
+MAX_TRAIN_FRAMES = 500_000
+#: The plan's held-out frames: the MD's last this many ps (at most a tenth of the frames).
+HELD_OUT_PS = 100.0
 #: At most this many training steps per ns of MD; training time the cap leaves goes to MD. The
 #: held-out minus training NLL of the plan's flow grew with steps per ns: Trp-Gly 570 / ns
 #: (6 ns) 0.3 nats, Pro-Phe 670 / ns 1.7, Trp-Gly 1,090 / ns 3.1, Pro-Phe 1,370 / ns 5.7, where
@@ -235,14 +242,15 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     md["ns"] = round(min(10.0, max(0.2, ns)), 1)
     unused = max(0.0, md_seconds - md["ns"] * ns_seconds)
     md["t_max"] = min(2 * temperature, 600.0)
-    frames = int(md["ns"] * 1000 / md["frame_interval_ps"])
-    n_test = min(2000, frames // 10)
+    frames = round(md["ns"] * 1000 / md["frame_interval_ps"])
+    n_test = min(int(HELD_OUT_PS / md["frame_interval_ps"]), frames // 10)
     steps = int((train_seconds + unused) / speeds.step_seconds) // 100 * 100
     steps = max(300, min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, steps))
     model = {**MOLECULE_MODEL, **flow_for_size(n_atoms), "kl_start": steps // 2}
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,
-        data={"n_data": min(frames - n_test, 100000), "n_test": n_test, **(system_section or {})},
+        data={"n_data": min(frames - n_test, MAX_TRAIN_FRAMES), "n_test": n_test,
+              **(system_section or {})},
         train={"steps": steps, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
         sample={"n_samples": 20000}, model=model,
     )

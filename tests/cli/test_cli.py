@@ -120,7 +120,7 @@ def test_simulate_info_and_train_on_the_dataset(tmp_path, capsys):
         "--out", str(ds), "--no-progress",
     )
     assert code == 0, err
-    assert "200 frames" in out  # the default frame spacing: 0.05 ps
+    assert "500 frames" in out  # the default frame spacing: 0.02 ps
     code, out, err = run_main(capsys, "info", str(ds))
     assert code == 0 and "aldp-vacuum" in out and "amber99sb-ildn" in out
     assert "repartitioned" not in out

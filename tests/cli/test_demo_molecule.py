@@ -118,8 +118,12 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     used = quick.md["ns"] * 100.0 * 2 + quick.train["steps"] * 0.05
     assert 0.8 * 1800 < used <= 0.85 * 1800
     assert fast.train["steps"] < MAX_STEPS_PER_NS * fast.md["ns"]  # not rebalanced
-    # MD at 2 fs with hydrogens at 3 amu (docs/md.md)
+    # MD at 2 fs with hydrogens at 3 amu (docs/md.md), a frame every 0.02 ps; the last 100 ps
+    # held out, the rest train (10 ns: 495,000 of 500,000)
     assert (fast.md["timestep_fs"], fast.md["hydrogen_mass_amu"]) == (2.0, 3.0)
+    assert fast.md["frame_interval_ps"] == 0.02 and fast.data["n_test"] == 5000
+    assert fast.data["n_data"] == round(fast.md["ns"] * 50_000) - 5000
+    assert capped.data["n_data"] == 495_000
     cold = plan_molecule("m.pdb", 40, 310.0, 30, Speeds(100.0, 0.1, 2),
                          {"forcefield": "amber14", "temperature": 310.0})
     assert cold.md["t_max"] == 600 and cold.data["temperature"] == 310.0

@@ -21,9 +21,10 @@ def simulate_cmd(
         "configurations at half the cost (docs/md.md) [the force field's masses].",
     ),
     frame_interval_ps: float = typer.Option(
-        0.05, "--frame-interval-ps",
+        0.02, "--frame-interval-ps",
         help="Frame spacing (ps); dense frames train better flows at the same MD length "
-        "(docs/aldp.md: 0.2 ps → 0.05 ps took ESS from 10 % to 41 %).",
+        "(docs/aldp.md: 0.2 ps → 0.05 ps took ESS from 10 % to 41 %; a Trp peptide's "
+        "0.05 → 0.02 ps, 4.2 % to 6.3 %, docs/benchmarks.md).",
     ),
     equilibration_ps: float = typer.Option(100.0, "--equilibration-ps", help="Equilibration (ps)."),
     replicas: int | None = typer.Option(
