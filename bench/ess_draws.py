@@ -4,9 +4,12 @@ Draws ``--n`` samples ``--draws`` times (seeds 1, 2, …) from a run's flow, and
 draw's Kish ESS with its 90 % interval (``sampling.effective_sample_size_interval``), the
 largest normalized weight, the median and range over the draws, and the ESS of all draws
 pooled (``draws × n`` samples); invalid molecules weigh 0, as in ``metrics.json``. The run
-directory is only read.
+directory is only read. Several ``--run`` of one system (e.g. ``bench/md_fit.py``'s ``-seedK``
+twins) draw from the equal mixture of their flows (:class:`boltzflow.distributions.Mixture`,
+exact density, so the weights stay exact).
 
     .venv/bin/python bench/ess_draws.py --run runs/demo --n 20000 --draws 5
+    .venv/bin/python bench/ess_draws.py --run runs/a --run runs/b   # their mixture
 """
 
 from __future__ import annotations
@@ -19,19 +22,27 @@ import torch
 
 from boltzflow import runs
 from boltzflow.analysis import mask_invalid, validity
+from boltzflow.distributions import Mixture
 from boltzflow.sampling import draw, effective_sample_size_interval, largest_weight
 from boltzflow.systems.molecule import MolecularSystem
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--run", action="append", required=True,
+                        help="a trained run; repeated: the mixture of their flows")
     parser.add_argument("--n", type=int, default=20_000, help="samples per draw")
     parser.add_argument("--draws", type=int, default=5)
     args = parser.parse_args()
-    run = runs.load_run(args.run)
-    flow, energy = run.model.flow_for(run.system), run.model.energy_of(run.system)
-    print(f"run {args.run}: {args.draws} draws of {args.n} samples\n")
+    loaded = [runs.load_run(r) for r in args.run]
+    run = loaded[0]
+    if any(r.system.id != run.system.id for r in loaded):
+        parser.error("every --run must be of one system")
+    flows = [r.model.flow_for(r.system) for r in loaded]
+    flow = flows[0] if len(flows) == 1 else Mixture(flows)
+    energy = run.model.energy_of(run.system)
+    what = args.run[0] if len(flows) == 1 else f"mixture of {len(flows)} flows ({', '.join(args.run)})"
+    print(f"run {what}: {args.draws} draws of {args.n} samples\n")
     print("| draw (seed) | ESS | 90 % interval | ESS n | largest weight | tail index | s |")
     print("|---|---|---|---|---|---|---|")
     values, pooled = [], []
