@@ -1,7 +1,7 @@
 """Where do a molecule run's log-weights spread? Force-field terms, close contacts, torsions.
 
     python bench/log_w_sources.py runs/bench-molecules-v4/peptide-ACE-TRP-GLY-NME
-    python bench/log_w_sources.py RUN [RUN ...] --pairs 10
+    python bench/log_w_sources.py RUN [RUN ...] --pairs 10 --top 20
 
 For a trained single-molecule run (``samples.npz`` with ``log_w``, the MD frames of
 ``data.npz``), over the samples whose log-weight lies within 15 nats of the median (the
@@ -17,6 +17,11 @@ near-zero weights of clashing samples would dominate every variance otherwise):
 3. **Torsions**: φ, ψ, χ1, χ2 of each residue: the share of the log-weight variance that the
    torsion's 12 bins explain (between-bin variance) — small shares mean the flow has the
    conformer populations right and the spread comes from elsewhere.
+4. **The largest weights** (all samples): the share of the total weight that the ``--top``
+   largest carry, and for each torsion the 30° bin that holds most of that weight, with the
+   fraction of MD frames and of the flow's samples in it. A bin MD visits far more often than
+   the flow is a conformer the flow under-populates: its few samples carry the tail that sets
+   the ESS.
 """
 
 from __future__ import annotations
@@ -95,7 +100,51 @@ def torsions_section(topology, x: np.ndarray, log_w: np.ndarray) -> list[str]:
     return lines
 
 
-def report(path: Path, n_pairs: int) -> str:
+def tail_section(run, x: np.ndarray, md: np.ndarray, log_w: np.ndarray, n_top: int) -> list[str]:
+    import mdtraj
+
+    from boltzflow.conventions import kT
+    from boltzflow.energies.forcefield import TorchForceField
+
+    topology = run.system.topology
+    finite = np.isfinite(log_w)
+    w = np.exp(log_w[finite] - log_w[finite].max())
+    top = np.argsort(w)[::-1][:n_top]
+    share = w[top].sum() / w.sum()
+    ff = TorchForceField(run.system.openmm_system, run.system.temperature).to(torch.float64)
+    with torch.no_grad():
+        terms = {k: (v / kT(run.system.temperature)).numpy()
+                 for k, v in ff.terms(torch.from_numpy(x[finite])).items()}
+    term_lines = ["| term | the largest weights' samples (kT) | all samples: median (kT) |",
+                  "|---|---|---|"]
+    term_lines += [f"| {k} | {v[top].mean():.2f} | {np.median(v):.2f} |" for k, v in terms.items()]
+    sample_traj, md_traj = mdtraj.Trajectory(x[finite], topology), mdtraj.Trajectory(md, topology)
+    edges = np.linspace(-np.pi, np.pi, 13)
+    rows = []
+    for compute, label in ((mdtraj.compute_phi, "φ"), (mdtraj.compute_psi, "ψ"),
+                           (mdtraj.compute_chi1, "χ1"), (mdtraj.compute_chi2, "χ2")):
+        idx, angles = compute(sample_traj)
+        md_angles = compute(md_traj)[1]
+        for k in range(angles.shape[1]):
+            b = np.clip(np.digitize(angles[:, k], edges) - 1, 0, 11)
+            b_md = np.clip(np.digitize(md_angles[:, k], edges) - 1, 0, 11)
+            top_weight = np.bincount(b[top], weights=w[top], minlength=12)
+            j = int(np.argmax(top_weight))
+            p_md, p_flow = np.mean(b_md == j), np.mean(b == j)
+            residue = topology.atom(int(idx[k][1])).residue
+            rows.append((p_md / max(p_flow, 1e-12), f"| {label} {residue} | "
+                         f"{np.degrees(edges[j]):.0f}° to {np.degrees(edges[j + 1]):.0f}° | "
+                         f"{top_weight[j] / w[top].sum():.0%} | {p_md:.2%} | {p_flow:.2%} |"))
+    rows.sort(key=lambda r: -r[0])
+    return [f"The {n_top} largest weights carry {share:.1%} of the total weight "
+            f"(all {finite.sum()} finite samples). Their energy terms (a sample's weight grows "
+            "as its energy falls and as the flow's density there falls):", "", *term_lines, "",
+            "Where they sit, most under-populated first:",
+            "", "| torsion | bin of most of their weight | their weight in it | MD frames in it | "
+            "flow samples in it |", "|---|---|---|---|---|", *(r[1] for r in rows)]
+
+
+def report(path: Path, n_pairs: int, n_top: int = 20) -> str:
     from boltzflow import runs
 
     run = runs.load_run(path)
@@ -119,6 +168,8 @@ def report(path: Path, n_pairs: int) -> str:
         *contacts_section(topology, x, md, log_w, n_pairs),
         "",
         *torsions_section(topology, x, log_w),
+        "",
+        *tail_section(run, x_all, md, log_w_all, n_top),
     ]
     return "\n".join(lines)
 
@@ -127,11 +178,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--pairs", type=int, default=8, help="closest-contact pairs to list")
+    parser.add_argument("--top", type=int, default=20, help="largest weights to place")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for path in args.runs:
-        print(report(path, args.pairs) + "\n", flush=True)
+        print(report(path, args.pairs, args.top) + "\n", flush=True)
 
 
 if __name__ == "__main__":

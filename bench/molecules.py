@@ -1,7 +1,7 @@
 """The one-command path (``boltzflow demo --system MOLECULE --minutes M``) on alanine dipeptide
 and capped peptides with proline and aromatic rings: one table of what a user gets.
 
-    python bench/molecules.py                        # the default four, 25-30 min each
+    python bench/molecules.py                        # the default four, 30 min each
     python bench/molecules.py --system peptide:ACE-PRO-PHE-NME --minutes 25
     python bench/molecules.py --table                # the table of what has run so far
 
@@ -30,9 +30,9 @@ from boltzflow.threads import set_threads
 
 #: (system, minutes): alanine dipeptide and three capped peptides with Pro, Phe, Trp, Tyr.
 MOLECULES = (
-    ("peptide:ACE-PRO-PHE-NME", 25.0),
-    ("peptide:ACE-TRP-GLY-NME", 25.0),
-    ("peptide:ACE-ALA-TYR-NME", 25.0),
+    ("peptide:ACE-PRO-PHE-NME", 30.0),
+    ("peptide:ACE-TRP-GLY-NME", 30.0),
+    ("peptide:ACE-ALA-TYR-NME", 30.0),
     ("aldp-implicit", 30.0),
 )
 

@@ -23,7 +23,7 @@ def demo_cmd(
     ),
     minutes: float | None = typer.Option(
         None, "--minutes",
-        help="Wall-clock budget for a molecule other than the built-in demo [20]; the plan is "
+        help="Wall-clock budget for a molecule other than the built-in demo [30]; the plan is "
         "printed and saved, and a rerun resumes it.",
     ),
     forcefield: str | None = typer.Option(None, "--forcefield", help=FF_HELP),
