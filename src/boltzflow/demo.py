@@ -317,7 +317,7 @@ def run_molecule(
     from .errors import BoltzflowError
     from .io import write_text_atomic
     from .models import config_with
-    from .presets import Preset, energy_term, plan_molecule
+    from .presets import Preset, energy_term, md_split, plan_molecule
     from .systems.molecule import MolecularSystem
 
     section = {k: v for k, v in (("forcefield", forcefield), ("solvent", solvent),
@@ -354,6 +354,7 @@ def run_molecule(
          f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps "
          f"({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
     preset = preset.replace(md={} if ns is None else {"ns": ns},
+                            data={} if ns is None else md_split(ns, md["frame_interval_ps"]),
                             train={} if steps is None else {"steps": steps},
                             model={} if steps is None else {"kl_start": steps // 2},
                             sample={} if n_samples is None else {"n_samples": n_samples})

@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import RunConfig
 
-__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset", "Speeds", "plan_molecule"]
+__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset", "Speeds", "md_split", "plan_molecule"]
 
 
 @dataclass(frozen=True)
@@ -242,18 +242,30 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     md["ns"] = round(min(10.0, max(0.2, ns)), 1)
     unused = max(0.0, md_seconds - md["ns"] * ns_seconds)
     md["t_max"] = min(2 * temperature, 600.0)
-    frames = round(md["ns"] * 1000 / md["frame_interval_ps"])
-    n_test = min(int(HELD_OUT_PS / md["frame_interval_ps"]), frames // 10)
     steps = int((train_seconds + unused) / speeds.step_seconds) // 100 * 100
     steps = max(300, min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, steps))
     model = {**MOLECULE_MODEL, **flow_for_size(n_atoms), "kl_start": steps // 2}
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,
-        data={"n_data": min(frames - n_test, MAX_TRAIN_FRAMES), "n_test": n_test,
-              **(system_section or {})},
+        data={**md_split(md["ns"], md["frame_interval_ps"]), **(system_section or {})},
         train={"steps": steps, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
         sample={"n_samples": 20000}, model=model,
     )
+
+
+
+def md_split(ns: float, frame_interval_ps: float) -> dict[str, int]:
+    """The ``system`` section's ``n_test`` and ``n_data`` for ``ns`` of MD: the last
+    :data:`HELD_OUT_PS` held out (at most a tenth of the frames), the rest trains (at most
+    :data:`MAX_TRAIN_FRAMES`, thinned evenly in time beyond).
+
+    Example:
+        >>> md_split(4.0, 0.02)
+        {'n_data': 195000, 'n_test': 5000}
+    """
+    frames = round(ns * 1000 / frame_interval_ps)
+    n_test = min(int(HELD_OUT_PS / frame_interval_ps), frames // 10)
+    return {"n_data": min(frames - n_test, MAX_TRAIN_FRAMES), "n_test": n_test}
 
 
 #: Presets by name.

@@ -8,6 +8,7 @@ import json
 import openmm.app as app
 import openmm.unit as unit
 import pytest
+import yaml
 from cli_util import run_main
 
 import boltzflow as bf
@@ -44,6 +45,10 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     assert float(rows[-1]["lv"]) > 0 and "kl" not in rows[-1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 200 and 0 <= metrics["n_high_energy"] <= 200
+    # --ns overrides the plan's MD and so its split: 250 frames, the last tenth held out (the
+    # plan's own split, for at least 0.2 ns, would thin the training frames to 9,000)
+    system = yaml.safe_load((out / "config.yaml").read_text())["system"]
+    assert (system["n_data"], system["n_test"]) == (225, 25)
     assert f"fits frames it saw {metrics['nll_gap']:.1f} nats better" in text
     assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
     (ring,) = metrics["ring_closures"]
