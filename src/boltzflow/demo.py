@@ -346,6 +346,12 @@ def run_molecule(
             "preset": dataclasses.asdict(preset)}, indent=2) + "\n")
         echo(f"measured: {speeds.md_ns_seconds:.0f} s per ns of MD per replica "
              f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step")
+    # --ns, --steps, --n-samples override the plan (plan.json keeps it); the line shows what runs
+    preset = preset.replace(md={} if ns is None else {"ns": ns},
+                            data={} if ns is None else md_split(ns, preset.md["frame_interval_ps"]),
+                            train={} if steps is None else {"steps": steps},
+                            model={} if steps is None else {"kl_start": steps // 2},
+                            sample={} if n_samples is None else {"n_samples": n_samples})
     md, p = preset.md, preset.model
     echo(f"plan: {md['ns']:g} ns of MD ({md['replicas']} replicas {molecule.temperature:g}-"
          f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps"
@@ -353,11 +359,6 @@ def run_molecule(
             if md.get("hydrogen_mass_amu") else "") + f"); a {p['n_layers']}-"
          f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps "
          f"({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
-    preset = preset.replace(md={} if ns is None else {"ns": ns},
-                            data={} if ns is None else md_split(ns, md["frame_interval_ps"]),
-                            train={} if steps is None else {"steps": steps},
-                            model={} if steps is None else {"kl_start": steps // 2},
-                            sample={} if n_samples is None else {"n_samples": n_samples})
     result = run_molecular_demo(preset, out, progress=progress, echo=echo)
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "

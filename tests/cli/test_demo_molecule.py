@@ -37,7 +37,8 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
     assert "plan:" in text and "s per training step" in text and "ring closure PHE2:" in text
-    assert "(0.25 × log-weight variance from step" in text
+    assert "(0.25 × log-weight variance from step 10)" in text
+    assert "plan: 0.005 ns of MD" in text and "20 steps" in text and "200 samples" in text
     plan = json.loads((out / "plan.json").read_text())
     assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
