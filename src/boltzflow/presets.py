@@ -154,8 +154,9 @@ MD_SHARE, TRAIN_SHARE = 0.6, 0.25
 #: up to twice the temperature (at most 600 K). Dense frames cost no MD: on alanine dipeptide
 #: 0.2 → 0.05 ps took the ESS from 10 % to 41 % at the same MD length (``docs/aldp.md``); on a
 #: 43-atom Trp peptide, whose flow fitted its 0.05-ps frames 1.5-2 nats better than frames of
-#: the same MD it never saw, 0.05 → 0.02 ps took that gap from 2.0 to 0.2 nats and the ESS
-#: from 4.2 to 7.1 % (docs/benchmarks.md, ``bench/fresh_frames.py``).
+#: the same MD it never saw, 0.05 → 0.02 ps took that gap from 2.0 to 0.2 nats and the median
+#: ESS of five draws of 20,000 from 4.2 to 6.3 % (832 → 1,251 effective; docs/benchmarks.md,
+#: ``bench/fresh_frames.py``).
 #: Hydrogens repartitioned to 3 amu and a 2-fs step: the same configurations at half the cost of
 #: 1 fs (the configurational distribution does not depend on masses; on a 43-atom Trp peptide,
 #: 1 ns each, <u> and its spread agree with 1 fs within their errors, docs/md.md).
@@ -251,7 +252,6 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
         train={"steps": steps, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
         sample={"n_samples": 20000}, model=model,
     )
-
 
 
 def md_split(ns: float, frame_interval_ps: float) -> dict[str, int]:
