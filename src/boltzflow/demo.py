@@ -28,7 +28,8 @@ MD_DIR = "md"
 PLAN_NAME = "plan.json"
 #: Default wall-clock budget of ``boltzflow demo --system MOLECULE`` (minutes). On the 43-atom
 #: Ala-Tyr peptide 25 minutes gave a median ESS of 9.7 % over five draws of 20,000 (1,943
-#: effective), 30 minutes 12.5 % (2,499; more MD and steps; docs/benchmarks.md, ``bench/molecules.py``).
+#: effective), 30 minutes 12.5 % (2,499; more MD and steps; docs/benchmarks.md,
+#: ``bench/molecules.py``).
 DEFAULT_MINUTES = 30.0
 #: The dipeptide the alanine-dipeptide demo samples zero-shot with the pretrained transferable
 #: model (held out of its training set), how many samples, and where (``OUT/zero-shot``).
