@@ -116,6 +116,21 @@ VARIANTS = {
     "plan-2800-lv0.25-kl0-tmasks-h64": ("long", 2800, 1400, 6),
     # ``--long`` an MD of the same length and settings with a frame every 0.02 ps (210,000)
     "plan-2800-lv0.25-kl0-tmasks-dense": ("long", 2800, 1400, 6),
+    # the 30-minute plan's Trp-Gly (``--long`` its 5.7-ns MD, 3,900 steps, the run's split) with
+    # the reweighted likelihood of the flow's own samples beside 0.25·LV (``-rwW``: ``w_rw`` W)
+    "plan-3900-lv0.25-rw1": ("long", 3900, 1950, 6),
+    # the same with the reverse KL (1·KL, the plan's energy term up to 30 atoms) instead of LV
+    "plan-3900-kl-tmasks": ("long", 3900, 1950, 6),
+    # the plan's flow with Adam's weight decay 1e-4 (``-wd``) or 512 frames per step (``-b512``)
+    "plan-3900-lv0.25-wd": ("long", 3900, 1950, 6),
+    "plan-3900-lv0.25-b512": ("long", 3900, 1950, 6),
+    # noise of 0.1 standard deviations on the frames' bonds, angles and rigid torsions in the
+    # likelihood (``internal.frame_noise``)
+    "plan-3900-lv0.25-noise0.1": ("long", 3900, 1950, 6),
+    # 512 frames per step at the plan's cost: half the steps
+    "plan-1950-lv0.25-b512": ("long", 1950, 975, 6),
+    # 512 frames per step, twice the plan's steps per second: compiled spline kernels
+    "plan-3900-lv0.25-b512-compiled": ("long", 3900, 1950, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -169,6 +184,19 @@ OVERRIDES = {
     "plan-2800-lv0.25-kl0-tmasks-dense": {"internal.w_lv": 0.25, "internal.w_kl": 0.0,
                                           "internal.torsion_masks": 1,
                                           "system.n_data": 300_000},
+    **{f"plan-3900-lv0.25-rw{w:g}": {
+        "internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1,
+        "internal.w_rw": w, "system.n_data": 280_000, "system.n_test": 5000} for w in (1.0,)},
+    "plan-3900-kl-tmasks": {"internal.torsion_masks": 1, "system.n_data": 280_000,
+                            "system.n_test": 5000},
+    **{name: {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1,
+              "system.n_data": 280_000, "system.n_test": 5000, **extra}
+       for name, extra in (("plan-3900-lv0.25-wd", {"train.weight_decay": 1e-4}),
+                           ("plan-3900-lv0.25-b512", {"train.batch_size": 512}),
+                           ("plan-3900-lv0.25-noise0.1", {"internal.frame_noise": 0.1}),
+                           ("plan-1950-lv0.25-b512", {"train.batch_size": 512}),
+                           ("plan-3900-lv0.25-b512-compiled", {"train.batch_size": 512,
+                                                               "train.compile": True}))},
 }
 
 
@@ -247,11 +275,13 @@ def md_ns(data: Path) -> float:
 
 def energy_terms(name: str, kl_start: int | None) -> str:
     """The energy terms of a variant's loss besides the likelihood: ``KL`` (reverse KL), ``LV``
-    (log-weight variance of the data batch, ``+q``: with model samples), with their weights."""
+    (log-weight variance of the data batch, ``+q``: with model samples), ``RW`` (reweighted
+    likelihood of model samples), with their weights."""
     o = OVERRIDES.get(name, {})
     w_kl = o.get("internal.w_kl", 0.0 if kl_start is None else 1.0)
     w_lv = o.get("internal.w_lv", 0.0)
-    terms = [f"{w:g}·{t}" for w, t in ((w_kl, "KL"), (w_lv, "LV")) if w > 0]
+    w_rw = o.get("internal.w_rw", 0.0)
+    terms = [f"{w:g}·{t}" for w, t in ((w_kl, "KL"), (w_lv, "LV"), (w_rw, "RW")) if w > 0]
     if o.get("internal.lv_samples"):
         terms[-1] += "+q"
     if o.get("internal.lv_jitter"):

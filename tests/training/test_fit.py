@@ -18,6 +18,7 @@ from boltzflow.training import (
     nll,
     regularize_energy,
     reverse_kl,
+    reweighted_nll,
     save_checkpoint,
 )
 
@@ -101,6 +102,57 @@ def test_combined_loss_with_log_weight_variance():
     torch.testing.assert_close(parts["loss"], parts["nll"] + 0.5 * parts["lv"])
     with pytest.raises(ValueError, match="w_lv > 0 needs data samples x and their energies"):
         combined_loss(flow, energy, x, w_lv=1.0)
+
+
+class FlowEnergy(bf.Energy):
+    """u = −log q of a flow (its exact target), +inf where ``x[:, 0] > cut``."""
+
+    def __init__(self, flow: bf.Flow, cut: float = math.inf):
+        super().__init__((2,))
+        self.flow, self.cut = flow, cut
+
+    def _energy(self, x):
+        u = -self.flow.log_prob(x)
+        return torch.where(x[:, 0] > self.cut, torch.full_like(u, math.inf), u)
+
+
+def test_reweighted_nll_is_the_samples_likelihood_when_the_model_is_the_target():
+    flow = small_flow()
+    for cut in (math.inf, 0.0):  # infinite energies weigh 0, the rest equally
+        torch.manual_seed(3)
+        loss = reweighted_nll(flow, FlowEnergy(flow, cut), 512)
+        torch.manual_seed(3)
+        x = flow.sample(512)
+        finite = x[:, 0] <= cut
+        assert 0 < int(finite.sum()) < 512 or cut == math.inf
+        expected = -flow.log_prob(x[finite]).mean()
+        torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
+        loss.backward()  # a gradient flows to the flow's parameters
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters())
+        flow.zero_grad()
+
+
+def test_reweighted_nll_learns_the_target_from_the_models_own_samples():
+    # No data at all: the flow starts at N(0, 1) and reaches the target N(1, 0.5²) from its
+    # own samples' weights, covering it (forward KL) rather than collapsing onto its mode.
+    energy, flow = Quadratic(mean=1.0, scale=0.5), small_flow()
+    torch.manual_seed(0)
+    fit(flow, lambda step: {"loss": reweighted_nll(flow, energy, 512)}, steps=400, lr=1e-2,
+        progress=False)
+    with torch.no_grad():
+        x = flow.sample(20_000)
+    torch.testing.assert_close(x.mean(0), torch.full((2,), 1.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(x.std(0), torch.full((2,), 0.5), atol=0.05, rtol=0)
+
+
+def test_combined_loss_with_reweighted_nll():
+    flow, energy, x = small_flow(), Quadratic(), torch.randn(64, 2)
+    torch.manual_seed(1)
+    parts = combined_loss(flow, energy, x, w_nll=1.0, w_rw=0.5, n_samples=128)
+    assert set(parts) == {"loss", "nll", "rw"}
+    torch.manual_seed(1)
+    torch.testing.assert_close(parts["rw"], reweighted_nll(flow, energy, 128))
+    torch.testing.assert_close(parts["loss"], parts["nll"] + 0.5 * parts["rw"])
 
 
 def test_log_weight_variance_with_model_samples_joins_them_to_the_data():

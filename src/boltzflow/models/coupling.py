@@ -48,6 +48,9 @@ class LikelihoodParams(Section):
             once), from ``kl_start`` on like the reverse KL.
         lv_samples: model samples per step that join the data in that variance (all ranks
             together; 0: the data alone).
+        w_rw: weight of the likelihood of ``kl_batch_size`` model samples per step weighted by
+            their normalized importance weights (:func:`~boltzflow.training.reweighted_nll`,
+            the forward KL from the model's own samples), from ``kl_start`` on.
     """
 
     NAME = "coupling"
@@ -62,14 +65,15 @@ class LikelihoodParams(Section):
     u_high: float = 1000.0
     w_lv: float = 0.0
     lv_samples: int = 0
+    w_rw: float = 0.0
 
     def validate(self) -> None:
         """Ranges, and a loss that trains something."""
         self.positive("n_bins", "bound", "kl_batch_size", "u_high")
-        self.non_negative("w_nll", "w_kl", "kl_start", "w_lv", "lv_samples")
+        self.non_negative("w_nll", "w_kl", "kl_start", "w_lv", "lv_samples", "w_rw")
         check(self.n_layers >= 2, f"{self.NAME}.n_layers", "an integer >= 2", self.n_layers)
-        check(self.w_nll > 0 or self.w_kl > 0 or self.w_lv > 0, f"{self.NAME}.w_nll",
-              "> 0 when w_kl and w_lv are 0", self.w_nll)
+        check(self.w_nll > 0 or self.w_kl > 0 or self.w_lv > 0 or self.w_rw > 0,
+              f"{self.NAME}.w_nll", "> 0 when w_kl, w_lv and w_rw are 0", self.w_nll)
         check(self.kl_start == 0 or self.w_nll > 0, f"{self.NAME}.kl_start",
               "0 when w_nll is 0", self.kl_start)
 
@@ -193,15 +197,15 @@ class CouplingKind(ModelKind):
         p, w = self.params, distributed.world()
         torch.manual_seed(distributed.step_seed(seed, step, w.rank))
         x, u = batch if isinstance(batch, tuple) else (batch, None)
-        w_kl, w_lv = (p.w_kl, p.w_lv) if step >= p.kl_start else (0.0, 0.0)
+        w_kl, w_lv, w_rw = (p.w_kl, p.w_lv, p.w_rw) if step >= p.kl_start else (0.0, 0.0, 0.0)
         x_ref, u_ref = ((self.lv_reference(module, x, u) or (None, None)) if w_lv > 0
                         else (None, None))
         parts = combined_loss(
             module, self.energy, x, w_nll=p.w_nll, w_kl=w_kl,
             n_samples=p.kl_batch_size // w.size, u_high=p.u_high, u_data=u, w_lv=w_lv,
-            n_lv_samples=p.lv_samples // w.size, x_ref=x_ref, u_ref=u_ref,
+            n_lv_samples=p.lv_samples // w.size, x_ref=x_ref, u_ref=u_ref, w_rw=w_rw,
         )
-        for key, weight in (("kl", p.w_kl), ("lv", p.w_lv)):  # keep the log's columns
+        for key, weight in (("kl", p.w_kl), ("lv", p.w_lv), ("rw", p.w_rw)):  # keep the log's columns
             if weight > 0 and key not in parts:
                 parts[key] = torch.full((), float("nan"))
         return parts
@@ -228,6 +232,7 @@ def loss_terms(p: LikelihoodParams) -> str:
     ``w_lv`` keep theirs)."""
     text = f"{p.w_nll:g}·NLL + {p.w_kl:g}·reverse KL"
     text += f" + {p.w_lv:g}·Var(log q + u)" if p.w_lv > 0 else ""
+    text += f" + {p.w_rw:g}·reweighted NLL of model samples" if p.w_rw > 0 else ""
     jitter = getattr(p, "lv_jitter", 0.0)  # the internal kind's shifted frames
     return text + (f" over the data and its torsions shifted {jitter:g} rad"
                    if p.w_lv > 0 and jitter > 0 else "")

@@ -74,6 +74,11 @@ class InternalParams(LikelihoodParams):
             that the term sees the rim of the data, where a likelihood fit overshoots (``0``:
             the data alone). Shifted frames more than :data:`JITTER_MARGIN` kT above the
             highest data energy are left out.
+        frame_noise: the likelihood sees each data frame with its bonds, angles and rigid
+            torsions shifted by normal noise of this many of their standard deviations (the
+            flow's normalized units; free torsions unchanged; ``0``: the frames as they are),
+            so the flow cannot fit the frames' fast coordinates one by one. The log-weight
+            variance keeps the exact frames.
         flows: independently initialized flows trained side by side, each on its own batches
             (seeds ``train.seed + k``); the proposal is their equal mixture
             (:class:`~boltzflow.distributions.Mixture`, exact density), whose weights cannot
@@ -86,12 +91,13 @@ class InternalParams(LikelihoodParams):
     tail_bound: float = TAIL_BOUND
     torsion_masks: int = TORSION_MASKS
     lv_jitter: float = 0.0
+    frame_noise: float = 0.0
     flows: int = 1
 
     def validate(self) -> None:
         """The likelihood checks, a non-negative bound, a known mask version."""
         super().validate()
-        self.non_negative("tail_bound", "lv_jitter")
+        self.non_negative("tail_bound", "lv_jitter", "frame_noise")
         check(self.torsion_masks in (0, 1, 2), "internal.torsion_masks", "0, 1 or 2",
               self.torsion_masks)
         check(isinstance(self.flows, int) and self.flows >= 1, "internal.flows",
@@ -158,6 +164,18 @@ class InternalKind(CouplingKind):
                 for k, (flow, b) in enumerate(zip(self.flows, batch))]
         parts = {key: torch.stack([e[key] for e in each]).mean() for key in each[0]}
         parts["loss"] = torch.stack([e["loss"] for e in each]).sum()
+        return parts
+
+    def loss_of(self, module: Flow, batch: Any, step: int, seed: int) -> dict[str, Tensor]:
+        """:meth:`CouplingKind.loss_of`; with ``frame_noise``, the likelihood term on the
+        frames with noisy fast coordinates (:func:`noisy_nll`) in place of the exact frames."""
+        parts = super().loss_of(module, batch, step, seed)
+        if self.params.frame_noise > 0 and "nll" in parts:
+            x = batch[0] if isinstance(batch, tuple) else batch
+            noisy = noisy_nll(module, x, self.params.frame_noise)
+            w = self.params.w_nll
+            parts["loss"] = parts["loss"] - w * parts["nll"] + w * noisy
+            parts["nll"] = noisy
         return parts
 
     def lv_reference(self, module: Flow, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -260,6 +278,24 @@ def build_molecular_flow(
                    "torsion_masks": int(torsion_masks)}
     flow.free_torsions = circular  # positions of the free torsions in the coordinate vector
     return flow
+
+
+def noisy_nll(flow: Flow, x: Tensor, width: float) -> Tensor:
+    """``−mean log q`` of the frames ``x`` with every coordinate but the free torsions shifted
+    by ``width`` × normal noise in the flow's normalized space (:func:`build_molecular_flow`:
+    couplings, normalization, internal coordinates). The normalization and the internal
+    coordinates have no trained parameters, so the gradient needs only the couplings' inverse
+    on the noisy coordinates; their constant log-determinants at the exact frames are added so
+    the value reads as an NLL."""
+    couplings, norm, ic = flow.bijection.bijections
+    with torch.no_grad():
+        y, ld_ic = ic.inverse(x)
+        v, ld_norm = norm.inverse(y)
+        noise = width * torch.randn_like(v)
+        noise[:, torch.as_tensor(flow.free_torsions, dtype=torch.long, device=v.device)] = 0
+        v = v + noise
+    z, ld = couplings.inverse(v)
+    return -(flow.base.log_prob(z) + ld + ld_norm + ld_ic).mean()
 
 
 def shift_torsions(flow: Flow, x: Tensor, width: float) -> Tensor:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .fit import fit, make_scheduler
-from .losses import combined_loss, log_weight_variance, nll, regularize_energy, reverse_kl
+from .losses import (
+    combined_loss,
+    log_weight_variance,
+    nll,
+    regularize_energy,
+    reverse_kl,
+    reweighted_nll,
+)
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -16,6 +23,7 @@ __all__ = [
     "nll",
     "regularize_energy",
     "reverse_kl",
+    "reweighted_nll",
     "save_checkpoint",
 ]
 

@@ -4,6 +4,8 @@
 * :func:`reverse_kl` — ``E_q[u(x) + log q(x)]`` on the energy alone (Noé et al., 2019).
 * :func:`log_weight_variance` — the variance of ``log q(x) + u(x)`` over reference samples
   (a log-variance divergence with the data as reference; Richter et al., 2020).
+* :func:`reweighted_nll` — the likelihood of the model's own samples weighted by their
+  normalized importance weights (the forward KL ``KL(p ‖ q)`` estimated without data).
 * :func:`combined_loss` — their weighted sum.
 """
 
@@ -65,6 +67,28 @@ def log_weight_variance(log_q: Tensor, u: Tensor) -> Tensor:
     return (a - a.mean()).square().mean()
 
 
+def reweighted_nll(model: Distribution, energy: Energy, n_samples: int) -> Tensor:
+    """``−Σ_i w̄_i log q(x_i)`` over ``n_samples`` model samples drawn without gradient, with
+    ``w̄`` their self-normalized importance weights ``softmax(−u − log q)`` (held fixed).
+
+    Its gradient estimates that of the forward KL ``KL(p ‖ q) = −E_p[log q] + const`` from the
+    model's own samples: like the likelihood it raises ``q`` where the target has more mass than
+    the model (the samples with large weights) and, through the normalization, lowers it
+    elsewhere, so it covers mass rather than sharpening onto the lowest energies as the reverse
+    KL does. Where the weights collapse onto a few samples the estimate is noisy; it is meant
+    beside the likelihood on data. Samples with a non-finite energy or density weigh 0.
+    """
+    with torch.no_grad():
+        x, log_q0 = model.sample_and_log_prob(n_samples)
+        log_w = -energy.energy(x) - log_q0
+        log_w = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -math.inf))
+        if not torch.isfinite(log_w).any():
+            return torch.zeros((), dtype=log_q0.dtype, device=log_q0.device)
+        w = torch.softmax(log_w, 0)
+    keep = w > 0
+    return -(w[keep] * model.log_prob(x[keep])).sum()
+
+
 def combined_loss(
     model: Distribution,
     energy: Energy,
@@ -79,9 +103,11 @@ def combined_loss(
     n_lv_samples: int = 0,
     x_ref: Tensor | None = None,
     u_ref: Tensor | None = None,
+    w_rw: float = 0.0,
 ) -> dict[str, Tensor]:
-    """``w_nll · nll + w_lv · log_weight_variance + w_kl · reverse_kl``; returns ``{"loss",
-    "nll", "lv", "kl"}`` (the parts it used). ``u_data``: the energies of ``x`` (``w_lv > 0``);
+    """``w_nll · nll + w_lv · log_weight_variance + w_kl · reverse_kl + w_rw ·
+    reweighted_nll`` (the last on ``n_samples`` model samples); returns ``{"loss", "nll",
+    "lv", "kl", "rw"}`` (the parts it used). ``u_data``: the energies of ``x`` (``w_lv > 0``);
     ``n_lv_samples`` model samples (drawn without gradient, energies softened above ``u_high``)
     join the data in the variance, so that mass the model puts where no data lie is seen;
     so do reference configurations ``x_ref`` with energies ``u_ref`` (no likelihood)."""
@@ -113,6 +139,9 @@ def combined_loss(
     if w_kl > 0:
         parts["kl"] = reverse_kl(model, energy, n_samples, u_high=u_high)
         loss = loss + w_kl * parts["kl"]
+    if w_rw > 0:
+        parts["rw"] = reweighted_nll(model, energy, n_samples)
+        loss = loss + w_rw * parts["rw"]
     if not parts:
-        raise ValueError("at least one of w_nll, w_lv and w_kl must be positive")
+        raise ValueError("at least one of w_nll, w_lv, w_kl and w_rw must be positive")
     return {"loss": loss, **parts}
