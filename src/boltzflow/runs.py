@@ -40,6 +40,7 @@ from .sampling.refine import refine as refine_samples
 from .systems.base import System
 from .training import distributed, fit, load_checkpoint
 from .training.fit import CHECKPOINT_NAME
+from .transforms.splines import compiled_splines
 
 __all__ = ["Run", "evaluate", "load_run", "resolve_system", "sample", "train"]
 
@@ -186,13 +187,14 @@ def train(config: RunConfig, out: str | Path, *, progress: bool = True) -> Run:
     model = kind.build(config, source)
     model.to(distributed.device(config.train.device), dtype_of(config))
     t = config.train
-    fit(
-        model.module, lambda step: model.loss(model.batch(step), step), steps=t.steps, lr=t.lr,
-        weight_decay=t.weight_decay, schedule=t.lr_schedule, warmup=t.warmup,
-        clip_grad=t.clip_grad, out_dir=out,
-        checkpoint_every=t.checkpoint_every, progress=progress,
-        metadata=checkpoint_metadata(model),
-    )
+    with compiled_splines(t.compile):
+        fit(
+            model.module, lambda step: model.loss(model.batch(step), step), steps=t.steps,
+            lr=t.lr, weight_decay=t.weight_decay, schedule=t.lr_schedule, warmup=t.warmup,
+            clip_grad=t.clip_grad, out_dir=out,
+            checkpoint_every=t.checkpoint_every, progress=progress,
+            metadata=checkpoint_metadata(model),
+        )
     distributed.barrier()
     return Run(out, config, model, source.system)
 
@@ -210,7 +212,7 @@ def write_config(config: RunConfig, out: Path) -> None:
     written = path.exists() or (out / TBG_V1_CONFIG).exists()
     if written and (out / CHECKPOINT_NAME).exists():
         before = _flatten(read_run_config(out).to_dict())
-        free = {"train.steps", "train.device", "train.checkpoint_every",
+        free = {"train.steps", "train.device", "train.checkpoint_every", "train.compile",
                 *get_kind(config.model).resumable}
         differing = sorted(
             k for k, v in _flatten(config.to_dict()).items()

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import splines
 from .base import Bijection
 from .nets import MLP
-from .splines import circular_rational_quadratic_spline, rational_quadratic_spline
 
 __all__ = ["AffineCoupling", "SplineCoupling"]
 
@@ -181,10 +181,10 @@ class SplineCoupling(_Coupling):
         p_int, p_per = params.split([n_interval * (3 * k - 1), len(self.periodic) * 3 * k], -1)
         p_int = p_int.reshape(len(x), n_interval, 3 * k - 1)
         p_per = p_per.reshape(len(x), len(self.periodic), 3 * k)
-        y_int, ld_int = rational_quadratic_spline(
+        y_int, ld_int = splines.kernel("interval")(
             x[:, self.interval], *p_int.split([k, k, k - 1], -1), inverse=inverse, bound=self.bound
         )
-        y_per, ld_per = circular_rational_quadratic_spline(
+        y_per, ld_per = splines.kernel("circle")(
             x[:, self.periodic], *p_per.split([k, k, k], -1), inverse=inverse
         )
         y = x.index_copy(1, self.interval, y_int).index_copy(1, self.periodic, y_per)
