@@ -131,6 +131,9 @@ VARIANTS = {
     "plan-1950-lv0.25-b512": ("long", 1950, 975, 6),
     # 512 frames per step, twice the plan's steps per second: compiled spline kernels
     "plan-3900-lv0.25-b512-compiled": ("long", 3900, 1950, 6),
+    # the same on the other 30-minute peptide runs (``--system``, ``--long`` their MD)
+    "alatyr-3900-lv0.25-b512-compiled": ("long", 3900, 1950, 6),
+    "prophe-3300-lv0.25-b512-compiled": ("long", 3300, 1650, 6),
 }
 #: Config changes of a variant beyond its tuple: the ``-seed1`` twins measure how much a row
 #: moves with the training seed alone; the others change one setting of ``long-3400``.
@@ -197,6 +200,11 @@ OVERRIDES = {
                            ("plan-1950-lv0.25-b512", {"train.batch_size": 512}),
                            ("plan-3900-lv0.25-b512-compiled", {"train.batch_size": 512,
                                                                "train.compile": True}))},
+    **{name: {"internal.w_lv": 0.25, "internal.w_kl": 0.0, "internal.torsion_masks": 1,
+              "system.n_data": n_data, "system.n_test": 5000, "train.batch_size": 512,
+              "train.compile": True}
+       for name, n_data in (("alatyr-3900-lv0.25-b512-compiled", 290_000),
+                            ("prophe-3300-lv0.25-b512-compiled", 235_000))},
 }
 
 

@@ -358,8 +358,10 @@ def run_molecule(
          f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps"
          + (f", {md['timestep_fs']:g}-fs steps with {md['hydrogen_mass_amu']:g}-amu hydrogens"
             if md.get("hydrogen_mass_amu") else "") + f"); a {p['n_layers']}-"
-         f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps "
-         f"({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
+         f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps of "
+         f"{preset.train.get('batch_size', 256)} frames"
+         + (", compiled splines" if preset.train.get("compile") else "")
+         + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
     result = run_molecular_demo(preset, out, progress=progress, echo=echo)
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
@@ -405,7 +407,8 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     from .md.simulate import replica_workers
     from .models import config_with, get_kind
     from .models.base import TrainingSet
-    from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, flow_for_size
+    from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, flow_for_size, train_for_size
+    from .transforms.splines import compiled_splines
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -416,19 +419,22 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
         md_ns_seconds = (time.perf_counter() - t0) / (probe_ns + 0.001)
         frames = dataset.positions.float()
     model_section = {**MOLECULE_MODEL, **flow_for_size(system.n_atoms), "kl_start": 4}
-    probe = config_with(config.to_dict(), {f"internal.{k}": v for k, v in model_section.items()})
+    probe = config_with(config.to_dict(), {
+        **{f"internal.{k}": v for k, v in model_section.items()},
+        **{f"train.{k}": v for k, v in train_for_size(system.n_atoms).items()}})
     model = get_kind("internal").build(probe, TrainingSet(system=system, data=frames))
     model.to(torch.device("cpu"), torch.float32)
     optimizer = torch.optim.Adam(model.module.parameters(), lr=1e-4)
     times = []
-    for step in range(8):  # steps 0-3 likelihood only, 4-7 with the energy term
-        t0 = time.perf_counter()
-        loss = model.loss(model.batch(step), step)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - t0)
-    # the plan spends half its steps in each phase; the first step of each warms up
+    with compiled_splines(probe.train.compile):  # compiled once here, reused by training
+        for step in range(8):  # steps 0-3 likelihood only, 4-7 with the energy term
+            t0 = time.perf_counter()
+            loss = model.loss(model.batch(step), step)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - t0)
+    # the plan spends half its steps in each phase; the first step of each warms up (compiles)
     step_seconds = (min(times[1:4]) + min(times[5:8])) / 2
     return Speeds(md_ns_seconds=md_ns_seconds, step_seconds=step_seconds,
                   workers=replica_workers(MOLECULE_MD["replicas"], None))

@@ -22,7 +22,8 @@ from typing import Any
 
 from .config import RunConfig
 
-__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset", "Speeds", "md_split", "plan_molecule"]
+__all__ = ["PRESETS", "QUALITY_ALDP", "QUICK_ALDP", "Preset", "Speeds", "md_split", "plan_molecule",
+           "train_for_size"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,18 @@ def flow_for_size(n_atoms: int) -> dict[str, Any]:
     return {"n_layers": 6, "hidden": [128, 128], "w_kl": 0.0, "w_lv": 0.25}
 
 
+def train_for_size(n_atoms: int) -> dict[str, Any]:
+    """The ``train`` entries of the one-command path by molecule size: up to 30 atoms 256
+    frames per step (the alanine dipeptide recipe); above, 512 frames per step with compiled
+    spline kernels (``train.compile``), which make a 512-frame step cost about what a 256-frame
+    one costs eager: on Trp-Gly's 30-minute MD and steps, the median ESS of five draws of
+    20,000 went from 7.4 % (1,479 effective) to 9.4 % and 10.0 % (1,889 and 2,008; compiled and
+    eager), pooled 6.20 % to 9.49 and 8.63 % (docs/benchmarks.md, ``bench/md_fit.py``)."""
+    if n_atoms <= 30:
+        return {"batch_size": 256}
+    return {"batch_size": 512, "compile": True}
+
+
 def energy_term(model: dict[str, Any]) -> str:
     """The energy term of a model section in words: ``reverse KL``, ``0.25 × log-weight
     variance`` or both."""
@@ -208,7 +221,8 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     MD gets :data:`MD_SHARE` of ``minutes`` (parallel tempering with :data:`MOLECULE_MD`, its
     length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` plus whatever MD time the
     10-ns cap leaves (steps from ``speeds``, 300-8,000, the energy term of
-    :func:`flow_for_size` from half-way), sampling 20,000 configurations. Where training would
+    :func:`flow_for_size` from half-way, the batch of :func:`train_for_size`), sampling 20,000
+    configurations. Where training would
     take more than :data:`MAX_STEPS_PER_NS` steps per ns of MD, the two shares are rebalanced
     so that it takes exactly that many (more MD, fewer steps).
 
@@ -249,7 +263,7 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,
         data={**md_split(md["ns"], md["frame_interval_ps"]), **(system_section or {})},
-        train={"steps": steps, "lr": 1e-3, "batch_size": 256, "checkpoint_every": 250},
+        train={"steps": steps, "lr": 1e-3, "checkpoint_every": 250, **train_for_size(n_atoms)},
         sample={"n_samples": 20000}, model=model,
     )
 

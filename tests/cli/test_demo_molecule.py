@@ -39,6 +39,7 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     assert "plan:" in text and "s per training step" in text and "ring closure PHE2:" in text
     assert "(0.25 × log-weight variance from step 10)" in text
     assert "plan: 0.005 ns of MD" in text and "20 steps" in text and "200 samples" in text
+    assert "20 steps of 512 frames, compiled splines" in text  # above 30 atoms
     plan = json.loads((out / "plan.json").read_text())
     assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
@@ -50,6 +51,8 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     # plan's own split, for at least 0.2 ns, would thin the training frames to 9,000)
     system = yaml.safe_load((out / "config.yaml").read_text())["system"]
     assert (system["n_data"], system["n_test"]) == (225, 25)
+    train = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert (train["batch_size"], train["compile"]) == (512, True)
     assert f"fits frames it saw {metrics['nll_gap']:.1f} nats better" in text
     assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
     (ring,) = metrics["ring_closures"]
@@ -105,6 +108,9 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     assert (small.model["w_kl"], small.model["w_lv"], small.model["n_layers"]) == (1.0, 0.0, 8)
     assert energy_term(small.model) == "reverse KL"
     assert energy_term(fast.model) == "0.25 × log-weight variance"
+    # the batch by size: 512 frames with compiled splines above 30 atoms, 256 eager up to it
+    assert (fast.train["batch_size"], fast.train["compile"]) == (512, True)
+    assert small.train["batch_size"] == 256 and not small.train.get("compile", False)
     parse_config({"model": "internal", "internal": fast.model})  # a valid section
     # MD ~60 % and training ~25 % of the budget at the measured speeds
     md_s = fast.md["ns"] * 100.0 * 2  # 4 replicas on 2 workers
