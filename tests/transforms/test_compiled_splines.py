@@ -32,12 +32,26 @@ def evaluate(c: SplineCoupling, x: torch.Tensor):
     return z.detach(), ld.detach(), [p.grad.clone() for p in c.parameters()]
 
 
+def other_shapes() -> None:
+    """Both kernels on two other shapes first, as a bigger flow's layers would call them (with
+    dynamic-shape recompiles torch 2.13's backward went wrong on the small layer below)."""
+    for n, d in ((128, 20), (128, 30)):
+        for name, k_der in (("interval", 7), ("circle", 8)):
+            w, h = torch.randn(n, d, 8), torch.randn(n, d, 8)
+            der = torch.randn(n, d, k_der, requires_grad=True)
+            x = torch.rand(n, d) * 6 - 3
+            kwargs = {"bound": 5.0} if name == "interval" else {}
+            y, ld = splines.kernel(name)(x, w, h, der, inverse=True, **kwargs)
+            (y.sum() + ld.sum()).backward()
+
+
 def test_compiled_splines_match_eager_values_and_gradients():
     c, x = layer(), torch.randn(64, 5)
     x[:, 2] = torch.rand(64) * 6.2 - 3.1
     eager = evaluate(c, x)
     with splines.compiled_splines():
         assert splines.kernel("interval") is not splines.rational_quadratic_spline
+        other_shapes()
         compiled = evaluate(c, x)
     assert splines.kernel("interval") is splines.rational_quadratic_spline  # restored
     torch.testing.assert_close(compiled[0], eager[0], atol=1e-5, rtol=1e-5)
@@ -47,7 +61,7 @@ def test_compiled_splines_match_eager_values_and_gradients():
 
 
 def test_compiled_splines_fall_back_to_eager_with_a_warning(monkeypatch):
-    def broken(fn):
+    def broken(fn, **options):
         def call(*args, **kwargs):
             raise RuntimeError("no C++ compiler\nlong trace")
         return call

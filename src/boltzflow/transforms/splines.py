@@ -249,6 +249,9 @@ _EAGER: dict[str, Callable] = {"interval": rational_quadratic_spline,
                                "circle": circular_rational_quadratic_spline}
 _active: dict[str, Callable] = dict(_EAGER)
 _compiled: dict[str, Callable] = {}
+#: Static graphs each kernel may compile within :func:`compiled_splines` (a shape beyond runs
+#: eager): a flow's layers transform different numbers of coordinates, each batch size anew.
+RECOMPILE_LIMIT = 64
 
 
 def kernel(name: str) -> Callable:
@@ -278,20 +281,29 @@ def compiled_splines(enabled: bool = True) -> Iterator[None]:
     """Within the block, coupling layers evaluate their splines with ``torch.compile``'d
     kernels (compiled once per process; a kernel whose compilation fails falls back to the
     eager one with a warning). The kernels are many small elementwise operations, which the
-    compiler fuses: on a 43-atom peptide's flow one likelihood step (6 layers, 256 frames,
-    forward and backward) took 56 instead of 123 ms on 2 CPU cores, after a one-time compile of
-    about 1.5 minutes (docs/benchmarks.md). ``enabled=False``: the block runs eager.
+    compiler fuses: on a 43-atom peptide's flow (6 layers) ``log q`` of 256 MD frames and its
+    backward pass took 62.5 instead of 104.0 ms on 2 CPU cores, of 512 frames 115.3 instead of
+    190.4 ms, after a compile of up to about 90 s (``bench/compiled_splines.py``,
+    docs/benchmarks.md). Shapes are static: one graph per layer shape and batch size.
+    ``enabled=False``: the block runs eager.
     """
     if not enabled:
         yield
         return
     for name, fn in _EAGER.items():
         if name not in _compiled:
-            _compiled[name] = torch.compile(fn)
+            # Static shapes: after a shape change torch 2.13 recompiles with dynamic shapes,
+            # whose backward gave wrong gradients for small layers (tested); each shape
+            # compiles once, beyond the recompile limit the shape runs eager.
+            _compiled[name] = torch.compile(fn, dynamic=False)
     previous = dict(_active)
     _active.update({name: _with_fallback(name, _compiled[name]) for name in _EAGER})
+    # one static graph per layer shape and batch: more than dynamo's default 8 per function
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
     try:
         yield
     finally:
+        torch._dynamo.config.recompile_limit = limit
         _active.clear()
         _active.update(previous)
