@@ -197,7 +197,7 @@ def train_for_size(n_atoms: int) -> dict[str, Any]:
     """The ``train`` entries of the one-command path by molecule size: up to 30 atoms 256
     frames per step (the alanine dipeptide recipe); above, 512 frames per step with compiled
     spline kernels (``train.compile``), which make a 512-frame step cost about what a 256-frame
-    one costs eager: on Trp-Gly's 30-minute MD and steps, the median ESS of five draws of
+    one costs eager on two threads (on one, 1.4 times): on Trp-Gly's 30-minute MD and steps, the median ESS of five draws of
     20,000 went from 7.4 % (1,479 effective) to 9.4 % and 10.0 % (1,889 and 2,008; compiled and
     eager), pooled 6.20 % to 9.49 and 8.63 % (docs/benchmarks.md, ``bench/md_fit.py``)."""
     if n_atoms <= 30:
