@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from boltzflow import threads
@@ -33,5 +34,61 @@ def test_set_threads_respects_omp_num_threads_and_waiting_threads_sleep(monkeypa
         assert threads.set_threads(1) == 1
         monkeypatch.setattr(threads, "free_cores", lambda: 7)
         assert threads.set_threads(limit=2) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_choices_and_torch_threads_restore_the_count(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert threads.thread_choices() == [1]  # the user's choice only
+        with threads.torch_threads(3) as n:
+            assert n == 1 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(threads, "free_cores", lambda: 2)
+        assert threads.thread_choices() == [1, 2]
+        monkeypatch.setattr(threads, "free_cores", lambda: 1)
+        assert threads.thread_choices() == [1]
+        with threads.torch_threads(2) as n:
+            assert n == 2 == torch.get_num_threads()
+        assert torch.get_num_threads() == 1
+        with threads.torch_threads(None) as n:
+            assert n == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_molecule_run_trains_with_the_threads_its_probe_chose(monkeypatch, tmp_path):
+    """run_molecular_demo: the MD (stubbed here) as it is, the training on ``train_threads``,
+    and the count restored after."""
+    import boltzflow.md
+    from boltzflow import demo, runs
+    from boltzflow.presets import QUICK_ALDP
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train(config, out, progress=True):
+        seen["train"] = torch.get_num_threads()
+        raise Stop
+
+    def fake_simulate(system, out, **kwargs):
+        seen["md"] = torch.get_num_threads()
+        return [0] * 10
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(1)
+        monkeypatch.setattr(boltzflow.md, "simulate", fake_simulate)
+        monkeypatch.setattr(runs, "train", fake_train)
+        with pytest.raises(Stop):
+            demo.run_molecular_demo(QUICK_ALDP, tmp_path, progress=False, echo=lambda s: None,
+                                    train_threads=2)
+        assert seen == {"md": 1, "train": 2} and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -12,6 +12,7 @@ demo picks up where it stopped and a finished one only re-samples and re-evaluat
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ PLAN_NAME = "plan.json"
 #: effective), 30 minutes 12.5 % (2,499; more MD and steps; docs/benchmarks.md,
 #: ``bench/molecules.py``).
 DEFAULT_MINUTES = 30.0
+#: Probe steps per training phase (likelihood only, then with the energy term), and timed
+#: rounds of them per thread count.
+PROBE_PHASE_STEPS, PROBE_ROUNDS = 4, 2
 #: The dipeptide the alanine-dipeptide demo samples zero-shot with the pretrained transferable
 #: model (held out of its training set), how many samples, and where (``OUT/zero-shot``).
 ZERO_SHOT_SYSTEM = "dipeptide:NY"
@@ -64,6 +68,7 @@ def run_molecular_demo(
     *,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    train_threads: int | None = None,
 ) -> DemoResult:
     """Simulate the MD reference, train the preset's flow on it, sample, evaluate, report.
 
@@ -72,12 +77,15 @@ def run_molecular_demo(
         out: run directory; the MD dataset goes to ``out/md``.
         progress: show progress bars.
         echo: where the stage messages go.
+        train_threads: torch threads for the training (default: as they are), e.g. the
+            probe's choice (:func:`measure_speeds`); the count is restored afterwards.
 
     Returns:
         A :class:`DemoResult`.
     """
     from . import runs
     from .md import geometric_temperatures, simulate
+    from .threads import torch_threads
 
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -98,7 +106,8 @@ def run_molecular_demo(
     echo(f"[2/4] training a {config.params.n_layers}-layer internal-coordinate spline flow on "
          f"{len(dataset)} frames ({config.train.steps} steps, preset {preset.name!r}) …")
     t0 = time.perf_counter()
-    run = runs.train(config, out, progress=progress)
+    with torch_threads(train_threads):
+        run = runs.train(config, out, progress=progress)
     seconds["train"] = time.perf_counter() - t0
 
     echo(f"[3/4] sampling {config.sample.n_samples} configurations …")
@@ -152,7 +161,8 @@ def run_demo(
 
     # One torch thread: the demo's small flows train faster on one (measured on 2 idle cores:
     # the quick aldp preset's 3000 steps took 225 s with one thread, 363 s with two sleeping
-    # ones); the MD's replicas use the other core in their own processes.
+    # ones); the MD's replicas use the other core in their own processes. A molecule's run
+    # trains with the thread count its probe found fastest (measure_speeds).
     set_threads(1)
     t_start = time.perf_counter()
     if system != QUICK_ALDP.system or minutes is not None:
@@ -335,6 +345,7 @@ def run_molecule(
     if plan_path.exists():
         saved = json.loads(plan_path.read_text())
         preset = Preset(**saved["preset"])
+        threads = saved["speeds"].get("threads", 1)
         echo(f"resuming {out} with its saved plan ({plan_path}, {saved['minutes']:g} min)")
     else:
         echo(f"measuring MD and training speed for a {minutes:g}-minute plan …")
@@ -345,8 +356,11 @@ def run_molecule(
         write_text_atomic(plan_path, json.dumps({
             "minutes": minutes, "n_atoms": molecule.n_atoms, "speeds": dataclasses.asdict(speeds),
             "preset": dataclasses.asdict(preset)}, indent=2) + "\n")
+        threads = speeds.threads
+        tried = ", ".join(f"{t:.3f} s on {n}" for n, t in speeds.step_seconds_by_threads.items())
         echo(f"measured: {speeds.md_ns_seconds:.0f} s per ns of MD per replica "
-             f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step")
+             f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step"
+             f" (threads: {tried}; training on {threads})")
     # --ns, --steps, --n-samples override the plan (plan.json keeps it); the line shows what runs
     preset = preset.replace(md={} if ns is None else {"ns": ns},
                             data={} if ns is None else md_split(ns, preset.md["frame_interval_ps"]),
@@ -362,7 +376,8 @@ def run_molecule(
          f"{preset.train.get('batch_size', 256)} frames"
          + (", compiled splines" if preset.train.get("compile") else "")
          + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
-    result = run_molecular_demo(preset, out, progress=progress, echo=echo)
+    result = run_molecular_demo(preset, out, progress=progress, echo=echo,
+                                train_threads=threads)
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
          f"NLL {m.get('nll', float('nan')):.1f} nats")
@@ -392,7 +407,12 @@ def _sources_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:
 
 def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     """:class:`~boltzflow.presets.Speeds` of ``system`` on this machine: a short MD run (one
-    replica, a few seconds) and a few training steps of the planned flow on its frames.
+    replica, a few seconds) and a few training steps of the planned flow on its frames, with
+    one torch thread and with the free cores (:func:`~boltzflow.threads.thread_choices`); the
+    plan prices the faster, and the training runs with it.
+
+    The probe's times for each count are printed and kept in ``plan.json``
+    (docs/benchmarks.md has those of the benchmark's peptides).
 
     Args:
         system: the molecule.
@@ -408,6 +428,7 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     from .models import config_with, get_kind
     from .models.base import TrainingSet
     from .presets import MOLECULE_MD, MOLECULE_MODEL, Speeds, flow_for_size, train_for_size
+    from .threads import thread_choices, torch_threads
     from .transforms.splines import compiled_splines
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -418,26 +439,47 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
                            hydrogen_mass_amu=MOLECULE_MD["hydrogen_mass_amu"])
         md_ns_seconds = (time.perf_counter() - t0) / (probe_ns + 0.001)
         frames = dataset.positions.float()
-    model_section = {**MOLECULE_MODEL, **flow_for_size(system.n_atoms), "kl_start": 4}
+    model_section = {**MOLECULE_MODEL, **flow_for_size(system.n_atoms),
+                     "kl_start": PROBE_PHASE_STEPS}
     probe = config_with(config.to_dict(), {
         **{f"internal.{k}": v for k, v in model_section.items()},
         **{f"train.{k}": v for k, v in train_for_size(system.n_atoms).items()}})
     model = get_kind("internal").build(probe, TrainingSet(system=system, data=frames))
     model.to(torch.device("cpu"), torch.float32)
     optimizer = torch.optim.Adam(model.module.parameters(), lr=1e-4)
-    times = []
-    with compiled_splines(probe.train.compile):  # compiled once here, reused by training
-        for step in range(8):  # steps 0-3 likelihood only, 4-7 with the energy term
+    choices = thread_choices()
+
+    def steps() -> list[float]:
+        """Seconds of each step, likelihood only, then with the energy term."""
+        times = []
+        for step in range(2 * PROBE_PHASE_STEPS):
             t0 = time.perf_counter()
             loss = model.loss(model.batch(step), step)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             times.append(time.perf_counter() - t0)
-    # the plan spends half its steps in each phase; the first step of each warms up (compiles)
-    step_seconds = (min(times[1:4]) + min(times[5:8])) / 2
-    return Speeds(md_ns_seconds=md_ns_seconds, step_seconds=step_seconds,
-                  workers=replica_workers(MOLECULE_MD["replicas"], None))
+        return times
+
+    times: dict[int, list[list[float]]] = {n: [[], []] for n in choices}
+    with compiled_splines(probe.train.compile):  # compiled once here, reused by training
+        # an untimed round per count compiles (inductor compiles again for another thread
+        # count) and warms up; then the counts take turns
+        for n in choices:
+            with torch_threads(n):
+                steps()
+        for n in choices * PROBE_ROUNDS:
+            with torch_threads(n):
+                t = steps()
+            times[n][0] += t[:PROBE_PHASE_STEPS]
+            times[n][1] += t[PROBE_PHASE_STEPS:]
+    # the plan spends half its steps in each phase
+    by_threads = {n: (statistics.median(a) + statistics.median(b)) / 2
+                  for n, (a, b) in times.items()}
+    threads = min(by_threads, key=lambda n: (by_threads[n], n))
+    return Speeds(md_ns_seconds=md_ns_seconds, step_seconds=by_threads[threads],
+                  workers=replica_workers(MOLECULE_MD["replicas"], None), threads=threads,
+                  step_seconds_by_threads=by_threads)
 
 
 def ess_line(m: dict[str, Any]) -> str:

@@ -137,11 +137,16 @@ class Speeds:
         step_seconds: wall seconds per training step, averaged over the two phases
             (likelihood only, then with the energy term: half the steps each).
         workers: processes the MD replicas run in at once.
+        threads: torch threads the training runs with (the MD is over by then): the count
+            whose probe step was fastest.
+        step_seconds_by_threads: the probe's step time for each thread count it tried.
     """
 
     md_ns_seconds: float
     step_seconds: float
     workers: int = 1
+    threads: int = 1
+    step_seconds_by_threads: dict[int, float] | None = None
 
 
 #: Shares of a ``--minutes`` budget: MD reference, training; the rest samples and evaluates.

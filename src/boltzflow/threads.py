@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["free_cores", "set_threads"]
+__all__ = ["free_cores", "set_threads", "thread_choices", "torch_threads"]
 
 
 def _cpu_times() -> tuple[float, float] | None:
@@ -54,3 +56,28 @@ def set_threads(n: int | None = None, *, limit: int = 4) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(n or min(limit, free_cores()))
     return torch.get_num_threads()
+
+
+def thread_choices(limit: int = 4) -> list[int]:
+    """Torch thread counts worth timing here: one and the free cores (at most ``limit``), or
+    only the current count where ``OMP_NUM_THREADS`` says what the user wants."""
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return [torch.get_num_threads()]
+    return sorted({1, min(limit, free_cores())})
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run the block with ``n`` torch threads (``None``, or ``OMP_NUM_THREADS`` set: as they
+    are), restoring the count afterwards; yields the count in use."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -42,6 +42,11 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     assert "20 steps of 512 frames, compiled splines" in text  # above 30 atoms
     plan = json.loads((out / "plan.json").read_text())
     assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
+    # the probe timed each thread count it could use; the plan prices and trains with the fastest
+    tried, speeds = plan["speeds"]["step_seconds_by_threads"], plan["speeds"]
+    assert "1" in tried and speeds["step_seconds"] == min(tried.values()) == tried[str(
+        speeds["threads"])]
+    assert f"training on {speeds['threads']})" in text
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert float(rows[-1]["lv"]) > 0 and "kl" not in rows[-1]
