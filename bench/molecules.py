@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from boltzflow import runs
+from boltzflow import runs  # before torch: boltzflow sets the passive OpenMP wait, as the CLI
 from boltzflow.demo import run_molecule
 from boltzflow.sampling import log_weight_spread
 from boltzflow.threads import set_threads
@@ -57,6 +56,8 @@ def collect(where: Path) -> dict:
     m["wall_seconds"] = json.loads(wall.read_text())["seconds"] if wall.exists() else None
     m["plan"] = plan
     if m.get("log_w_spread") is None:  # evaluated before evaluate recorded it
+        import torch
+
         m["log_w_spread"] = log_weight_spread(torch.from_numpy(np.load(where / "samples.npz")["log_w"]))
     return m
 

@@ -7,6 +7,12 @@ load average is printed before and after: on a shared machine, other users are n
 
     .venv/bin/python bench/threads.py               # the four settings (about 6-10 min)
     .venv/bin/python bench/threads.py --steps 20    # a quicker look
+    .venv/bin/python bench/threads.py --probe peptide:ACE-TRP-GLY-NME   # the one command's step
+
+With ``--probe SYSTEM`` it times instead what the one command's probe times
+(``boltzflow.demo.measure_speeds``: a training step of the flow it plans for SYSTEM, e.g. 512
+frames and compiled splines above 30 atoms) under each setting; under ``auto`` the probe tries
+one thread and the free cores and keeps the faster, and the table says which.
 
 Settings:
 
@@ -16,11 +22,14 @@ Settings:
   default now).
 * ``auto (default)``: the default now: the free cores (``boltzflow.threads.free_cores``).
 * ``1 thread``: ``OMP_NUM_THREADS=1``.
+* ``auto, spin``: the free cores with libgomp's spin-wait (``GOMP_SPINCOUNT=300000`` overrides
+  the passive wait): what a user whose machine is their own may choose.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +42,7 @@ SETTINGS = {
     "2 threads, passive": {"OMP_NUM_THREADS": "2"},
     "auto (default)": {},
     "1 thread": {"OMP_NUM_THREADS": "1"},
+    "auto, spin": {"GOMP_SPINCOUNT": "300000"},
 }
 CLEARED = ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
@@ -47,6 +57,30 @@ def train_seconds(env: dict[str, str], steps: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+PROBE = """
+import json, sys
+from boltzflow import runs
+from boltzflow.demo import measure_speeds
+from boltzflow.models import config_with
+config = config_with({}, {"model": "internal", "system.id": sys.argv[1]})
+speeds = measure_speeds(runs.resolve_system(config), config)
+print(json.dumps({"step": speeds.step_seconds, "threads": speeds.threads,
+                  "tried": speeds.step_seconds_by_threads}))
+"""
+
+
+def probe_step(env: dict[str, str], system: str) -> tuple[float, str]:
+    """The one command's probe of ``system`` under ``env``: seconds per training step, and
+    the thread counts it tried (the one it keeps starred)."""
+    full = {k: v for k, v in os.environ.items() if k not in CLEARED} | env
+    out = subprocess.run([sys.executable, "-c", PROBE, system], env=full, check=True,
+                         capture_output=True, text=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    tried = ", ".join(f"{n}{'*' if int(n) == got['threads'] else ''}: {t:.3f}"
+                      for n, t in got["tried"].items())
+    return got["step"], tried
+
+
 def neighbour() -> subprocess.Popen:
     """A single-threaded busy loop (the CPU-bound neighbour)."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -57,7 +91,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS),
                         help="which settings to time (names as in the table)")
+    parser.add_argument("--probe", metavar="SYSTEM",
+                        help="time the one command's probe step of SYSTEM instead")
     args = parser.parse_args()
+    if args.probe:
+        return probe_table(args)
     print(f"cores {os.cpu_count()}, load average before {os.getloadavg()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +116,31 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, alone, beside in rows:
         print(f"| {name} | {alone:.1f} | {beside:.1f} | {beside / alone:.1f}× |")
+
+
+def probe_table(args: argparse.Namespace) -> None:
+    """``--probe``: the one command's step per setting, alone and beside a busy neighbour."""
+    print(f"cores {os.cpu_count()}, load average before {os.getloadavg()}", flush=True)
+    rows = []
+    for name in args.settings:
+        alone = probe_step(SETTINGS[name], args.probe)
+        busy = neighbour()
+        try:
+            time.sleep(1.0)
+            beside = probe_step(SETTINGS[name], args.probe)
+        finally:
+            busy.kill()
+            busy.wait()
+        rows.append((name, alone, beside))
+        print(f"{name}: alone {alone}, beside a neighbour {beside}", flush=True)
+    print(f"load average after {os.getloadavg()}\n")
+    print(f"seconds per training step of the one command's probe (`measure_speeds`) for "
+          f"{args.probe}; threads tried: seconds (* = kept)\n")
+    print("| setting | alone (s) | threads tried | beside a busy neighbour (s) | threads tried |"
+          " slowdown |")
+    print("|---|---|---|---|---|---|")
+    for name, (a, ta), (b, tb) in rows:
+        print(f"| {name} | {a:.3f} | {ta} | {b:.3f} | {tb} | {b / a:.1f}× |")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,33 @@ def test_the_molecule_run_trains_with_the_threads_its_probe_chose(monkeypatch, t
         assert seen == {"md": 1, "train": 2} and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("module", ["boltzflow.cli", "molecules"])
+def test_torch_loads_under_the_passive_wait_in_the_cli_and_the_molecules_bench(module):
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads it: the command line and
+    ``bench/molecules.py`` (which must time what the command does) load torch after
+    ``boltzflow`` set the passive wait (two spinning threads beside a busy neighbour ran a
+    training step 7 times slower, docs/benchmarks.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    script = f"""
+import importlib.abc, os, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Watch())
+sys.path.insert(0, {str(bench)!r})
+import {module}
+print(seen)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['PASSIVE']"
