@@ -451,15 +451,15 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
 
     def steps() -> list[float]:
         """Seconds of each step, likelihood only, then with the energy term."""
-        times = []
+        seconds = []
         for step in range(2 * PROBE_PHASE_STEPS):
             t0 = time.perf_counter()
             loss = model.loss(model.batch(step), step)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            times.append(time.perf_counter() - t0)
-        return times
+            seconds.append(time.perf_counter() - t0)
+        return seconds
 
     times: dict[int, list[list[float]]] = {n: [[], []] for n in choices}
     with compiled_splines(probe.train.compile):  # compiled once here, reused by training
