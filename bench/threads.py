@@ -35,7 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SETTINGS = {
     "before (2 threads, spin)": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "300000"},
@@ -86,6 +90,19 @@ def neighbour() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def alone_and_beside(measure: Callable[[str], T]) -> tuple[T, T]:
+    """``measure("a")`` alone, then ``measure("b")`` while a busy neighbour runs."""
+    alone = measure("a")
+    busy = neighbour()
+    try:
+        time.sleep(1.0)
+        beside = measure("b")
+    finally:
+        busy.kill()
+        busy.wait()
+    return alone, beside
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -100,14 +117,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.settings):
-            alone = train_seconds(SETTINGS[name], args.steps, Path(tmp) / f"a{i}")
-            busy = neighbour()
-            try:
-                time.sleep(1.0)
-                beside = train_seconds(SETTINGS[name], args.steps, Path(tmp) / f"b{i}")
-            finally:
-                busy.kill()
-                busy.wait()
+            alone, beside = alone_and_beside(
+                lambda tag, i=i, name=name: train_seconds(SETTINGS[name], args.steps,
+                                                          Path(tmp) / f"{tag}{i}"))
             rows.append((name, alone, beside))
             print(f"{name}: alone {alone:.1f} s, beside a neighbour {beside:.1f} s", flush=True)
     print(f"load average after {os.getloadavg()}\n")
@@ -123,14 +135,8 @@ def probe_table(args: argparse.Namespace) -> None:
     print(f"cores {os.cpu_count()}, load average before {os.getloadavg()}", flush=True)
     rows = []
     for name in args.settings:
-        alone = probe_step(SETTINGS[name], args.probe)
-        busy = neighbour()
-        try:
-            time.sleep(1.0)
-            beside = probe_step(SETTINGS[name], args.probe)
-        finally:
-            busy.kill()
-            busy.wait()
+        alone, beside = alone_and_beside(
+            lambda tag, name=name: probe_step(SETTINGS[name], args.probe))
         rows.append((name, alone, beside))
         print(f"{name}: alone {alone}, beside a neighbour {beside}", flush=True)
     print(f"load average after {os.getloadavg()}\n")
