@@ -8,7 +8,9 @@ the training dataset with a larger ``--ns``, as ``data/dipeptides-0.4ns`` contin
     python bench/tbg_ic_gap.py --run runs/ft-kl-3600 --data data/dipeptides-0.4ns --seen 200
 
 Prints, per training peptide, the mean NLL of its first ``--seen`` frames (the ones the model
-trained on) and of the later frames (every ``--stride``-th), and their gap.
+trained on) and of the later frames (every ``--stride``-th), and their gap. A model trained with
+``system.max_frames`` saw only that many evenly spaced frames of the first ``--seen``: pass the
+same ``--max-frames`` and the seen column holds exactly those.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from boltzflow import runs, systems
 from boltzflow.data.dipeptides.index import load_index
+from boltzflow.models.tbg_ic import evenly_spaced
 
 
 def main() -> None:
@@ -29,6 +32,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the longer dipeptide dataset")
     parser.add_argument("--seen", type=int, default=200, help="frames per peptide trained on")
     parser.add_argument("--stride", type=int, default=3, help="keep every n-th later frame")
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="the model's system.max_frames (0: it saw all --seen frames)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,7 +47,7 @@ def main() -> None:
             continue
         flow = run.model.flow_for(systems.get(f"dipeptide:{seq}"))
         with torch.no_grad():
-            seen = -flow.log_prob(x[: args.seen]).mean().item()
+            seen = -flow.log_prob(evenly_spaced(x[: args.seen], args.max_frames)).mean().item()
             later = -flow.log_prob(x[args.seen :: args.stride]).mean().item()
         gaps.append(later - seen)
         print(f"| {seq} | {seen:.1f} | {later:.1f} | {later - seen:.2f} |", flush=True)

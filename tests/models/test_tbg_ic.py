@@ -515,3 +515,32 @@ def test_log_weight_variance_term_reads_minus_log_w_up_to_a_constant(tiny_dipept
     before, after = model.loss(model.batch(1), 1), model.loss(model.batch(2), 2)
     assert before["lv"].isnan() and before["loss"] == before["nll"]
     torch.testing.assert_close(after["loss"], after["nll"] + after["lv"])
+
+
+def test_max_frames_keeps_evenly_spaced_frames_of_each_peptide(tiny_dipeptides):
+    """``system.max_frames`` (one dense MD standing for a sparser one, docs/benchmarks.md): each
+    peptide keeps that many frames spread over its whole trajectory, first and last included,
+    and the same frames' energies (the log-weight variance pairs them by position)."""
+    from boltzflow.data.dipeptides import load_index
+    from boltzflow.models.tbg_ic import evenly_spaced, load_peptide_ics, load_peptide_offsets
+
+    x = torch.arange(40.0)
+    assert evenly_spaced(x, 5).tolist() == [0.0, 10.0, 20.0, 29.0, 39.0]
+    assert torch.equal(evenly_spaced(x, 0), x) and torch.equal(evenly_spaced(x, 100), x)
+    full = load_peptide_ics(tiny_dipeptides, ic_vocabulary())
+    thin = load_peptide_ics(tiny_dipeptides, ic_vocabulary(), max_frames=5)
+    assert [m.label for m, _ in thin] == [m.label for m, _ in full] == ["AA", "GS", "PA"]
+    index = load_index(tiny_dipeptides)
+    for (mol, flat), (_, all_flat) in zip(thin, full, strict=True):
+        n = len(index.dataset(mol.label))
+        assert len(all_flat) == n > 5 and len(flat) == 5
+        picked = torch.linspace(0, n - 1, 5).round().long()
+        assert picked[0] == 0 and picked[-1] == n - 1
+        # the same frames: the transform of a thinner batch may round 1 ulp differently
+        torch.testing.assert_close(flat, all_flat[picked], atol=1e-12, rtol=0)
+    mols = [m for m, _ in thin]
+    offsets = load_peptide_offsets(tiny_dipeptides, mols, max_frames=5)
+    all_offsets = load_peptide_offsets(tiny_dipeptides, mols)
+    for off, all_off in zip(offsets, all_offsets, strict=True):
+        picked = torch.linspace(0, len(all_off) - 1, 5).round().long()
+        torch.testing.assert_close(off, all_off[picked], atol=1e-4, rtol=0)

@@ -1013,7 +1013,7 @@ def pad_rows(tables: Tensor, r: int) -> Tensor:
     return torch.nn.functional.pad(tables, (0, 0, 0, r - tables.shape[1]))
 
 
-def _frames(x: Tensor, max_frames: int) -> Tensor:
+def evenly_spaced(x: Tensor, max_frames: int) -> Tensor:
     """``max_frames`` evenly spaced rows of ``x`` (all when 0 or more than there are)."""
     if 0 < max_frames < len(x):
         return x[torch.linspace(0, len(x) - 1, max_frames).round().long()]
@@ -1030,11 +1030,11 @@ def load_peptide_offsets(dataset: str | Path, molecules: list[Molecule], max_fra
     out = []
     for mol in molecules:
         data = index.dataset(mol.label)
-        u = _frames(data.energies.to(torch.float64), max_frames)
+        u = evenly_spaced(data.energies.to(torch.float64), max_frames)
         if not torch.isfinite(u).all():
             raise BoltzflowError(f"peptide {mol.label} of {dataset} has frames without a finite "
                                  "energy; tbg-ic.w_lv needs them: set it to 0")
-        ic_logdet = mol.ic.inverse(_frames(data.positions.to(torch.float64), max_frames))[1]
+        ic_logdet = mol.ic.inverse(evenly_spaced(data.positions.to(torch.float64), max_frames))[1]
         out.append((u + ic_logdet).float())
     return out
 
@@ -1056,6 +1056,6 @@ def load_peptide_ics(
         system = systems.get(index.entry(seq).system_id)
         mol = describe_molecule(system.topology, vocabulary, seq, ring_closures, hydrogen_names,
                                 key_version, positions=data.positions[0])
-        out.append((mol, mol.ic.inverse(_frames(data.positions.to(torch.float64),
+        out.append((mol, mol.ic.inverse(evenly_spaced(data.positions.to(torch.float64),
                                                 max_frames))[0]))
     return out
