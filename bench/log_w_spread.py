@@ -10,6 +10,14 @@ log-weights; median and range over peptides), the ESS ``exp(−σ²)`` that Gaus
 of the median σ would give, and the median Kish effective-sample count recorded in
 ``metrics.json``. σ ranks models whose ESS is a handful of samples, where the ESS of one draw
 is noise: a 10 % ESS needs σ ≲ 1.5, 15 % σ ≲ 1.38, 40 % σ ≲ 0.96.
+
+``--terms`` adds, per argument, where the spread sits: for each force-field term the median
+over the sample sets of its ``energy_terms`` entry in ``metrics.json`` (``evaluate`` writes it,
+:func:`boltzflow.analysis.molecular.energy_term_sources`): the share of the log-weight
+variance a straight line in the term explains, the samples' mean minus MD's (kT), and the
+samples' sd over MD's.
+
+    python bench/log_w_spread.py --terms runs/tic-dense-kl/eval-side-10000
 """
 
 from __future__ import annotations
@@ -38,9 +46,29 @@ def spreads(where: Path) -> tuple[list[float], list[float]]:
     return sigma, ess
 
 
+def term_table(where: Path) -> list[str]:
+    """Markdown rows: per force-field term, medians (and the share's range) over the sample
+    sets under ``where`` of the ``energy_terms`` their ``metrics.json`` holds."""
+    terms: dict[str, list[dict]] = {}
+    for f in sorted(where.glob("*/metrics.json")) or [where / "metrics.json"]:
+        if f.exists():
+            for t in json.loads(f.read_text()).get("energy_terms") or []:
+                terms.setdefault(t["term"], []).append(t)
+    rows = []
+    for name, entries in terms.items():
+        share = [t["share"] for t in entries]
+        excess = np.median([t["model_mean"] - t["md_mean"] for t in entries])
+        ratio = np.median([t["model_sd"] / t["md_sd"] for t in entries])
+        rows.append(f"| {where} | {name} | {np.median(share):.2f} ({min(share):.2f}–"
+                    f"{max(share):.2f}) | {excess:+.1f} | {ratio:.2f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path)
+    parser.add_argument("--terms", action="store_true",
+                        help="also where the spread sits, per force-field term")
     args = parser.parse_args()
     print("| samples of | sets | σ median (range), nats | exp(−σ²) | ESS n median |")
     print("|---|---|---|---|---|")
@@ -53,6 +81,11 @@ def main() -> None:
         span = f" ({min(sigma):.2f}–{max(sigma):.2f})" if len(sigma) > 1 else ""
         count = f"{np.median(ess):.1f}" if ess else "–"
         print(f"| {where} | {len(sigma)} | {med:.2f}{span} | {math.exp(-med ** 2):.2%} | {count} |")
+    if args.terms:
+        print("\n| samples of | term | share of var log w, median (range) | mean − MD's (kT) "
+              "| sd / MD's |\n|---|---|---|---|---|")
+        for where in args.dirs:
+            print("\n".join(term_table(where)))
 
 
 if __name__ == "__main__":
