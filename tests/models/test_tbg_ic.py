@@ -5,6 +5,7 @@ a capped dipeptide and a tripeptide through the CLI, unseen chemistry, and two t
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -437,7 +438,7 @@ def test_rigid_torsions_stay_within_pi_so_log_q_is_exact(tiny_dipeptides, tmp_pa
                            "train": {**TINY["train"], "steps": 2}}, source="test")
     runs.train(config, tmp_path / "run", progress=False)
     run = runs.load_run(tmp_path / "run")
-    assert run.model.layout["torsion_bound"] and run.model.layout["key_version"] == 3
+    assert run.model.layout["torsion_bound"] and run.model.layout["key_version"] == 4
     system = systems.get("dipeptide:AC")
     mol = run.model.molecule(system)
     circular = mol.flat(mol.circular[None].float())[0].bool()
@@ -544,3 +545,36 @@ def test_max_frames_keeps_evenly_spaced_frames_of_each_peptide(tiny_dipeptides):
     for off, all_off in zip(offsets, all_offsets, strict=True):
         picked = torch.linspace(0, len(all_off) - 1, 5).round().long()
         torch.testing.assert_close(off, all_off[picked], atol=1e-4, rtol=0)
+
+
+def test_planar_hydrogen_torsions_keep_their_key_on_either_side_of_pi():
+    """Key version 4: an aromatic or amide hydrogen's rigid torsion sits at ±π, where its sign
+    is a coin toss between the structure the statistics were fitted on and the one sampled
+    (Trp's HH2 then fell back to a key 0.8 rad off, docs/benchmarks.md). Flipped across π, the
+    keys stay the same; in key version 3 they change, and methylene hydrogens keep their sign."""
+    system = systems.get("dipeptide:FW")
+    positions = torch.as_tensor(system.positions, dtype=torch.float64)
+
+    def keys(version: int, x) -> list[str]:
+        return [k[0] for k in describe_molecule(system.topology, ic_vocabulary(), "FW",
+                                                key_version=version, positions=x).keys]
+
+    built = keys(4, positions)
+    planar = [i for i, k in enumerate(built) if k.endswith(":pi")]
+    ring_h = [k for k in built if k.startswith(("t:PHE:HZ", "t:TRP:HH", "t:PHE:HE", "t:TRP:HZ"))]
+    assert ring_h and all(k.endswith(":pi") for k in ring_h)
+    assert any(k.startswith("t:PHE:HB") and k.endswith((":+", ":-")) for k in built)
+    ic = describe_molecule(system.topology, ic_vocabulary(), "FW", key_version=4,
+                           positions=positions).ic
+    flat = ic.inverse(positions[None])[0]
+    n = ic.n_atoms
+    first_torsion = (n - 1) + (n - 2)  # flat order: bonds, angles, torsions
+    sides = []
+    for side in (1.0, -1.0):
+        z = flat.clone()
+        for i in planar:
+            z[0, i] = side * (math.pi - 0.05) if abs(float(z[0, i])) > 2.0 else z[0, i]
+        sides.append(ic.forward(z)[0][0])
+    assert all(i >= first_torsion for i in planar)
+    assert keys(4, sides[0]) == keys(4, sides[1]) == built
+    assert keys(3, sides[0]) != keys(3, sides[1])

@@ -76,9 +76,16 @@ DEFAULT_STD = {"b": 0.003, "a": 0.06, "c": 0.003, "t": 0.1}
 #: Layout of new models (checkpoint metadata; models trained before have neither).
 #: ``key_version`` 2: prochiral hydrogens keyed by geometry, residue-relative fallback keys
 #: (:func:`_chemistry_keys_v2`); 3: also the dipeptide-analog key of middle residues and caps,
-#: and signed element keys for rigid hydrogen torsions.
-LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 3,
+#: and signed element keys for rigid hydrogen torsions; 4: a rigid hydrogen torsion within
+#: :data:`PLANAR` of 0 or ±π (aromatic and amide hydrogens) is keyed ``:0``/``:pi`` instead of
+#: by its sign, which at ±π is a coin toss between the first MD frame (the statistics) and the
+#: built structure (sampling): 59 coordinates of 29 of 40 training peptides flipped, and Trp's
+#: HH2 fell back to a key 0.8 rad off (``bench/tbg_ic_keys.py``, docs/benchmarks.md).
+LAYOUT = {"ring_closures": True, "tail_bound": 10.0, "hydrogen_names": True, "key_version": 4,
           "torsion_bound": True, "torsion_codes": True}
+#: Key version 4: a rigid hydrogen torsion this close to 0 or ±π (rad) is planar, not signed.
+#: MD moves such torsions by 0.13-0.21 rad (sd); a methylene hydrogen's sits near ±2.1.
+PLANAR = math.pi / 4
 #: With ``torsion_bound``, a rigid torsion stays within this fraction of π of its mean: beyond
 #: π the normalization's wrap would map two latent values onto one torsion (``log q`` of such a
 #: sample, evaluated back, differed by 2-7 nats), so the map is a bijection only inside.
@@ -270,7 +277,8 @@ def describe_molecule(topology: Any, vocabulary: Vocabulary, label: str,
             raise ValueError("key version 2 needs the molecule's positions (prochiral hydrogens)")
         flat = ic.inverse(torch.as_tensor(positions, dtype=torch.float64)[None])[0][0]
         keys = _chemistry_keys_v2(topology, rows, zmatrix.closures, circular[3:, TORSION],
-                                  flat[ic.torsion_indices], analogs=key_version >= 3)
+                                  flat[ic.torsion_indices], analogs=key_version >= 3,
+                                  planar=key_version >= 4)
     else:
         keys = _chemistry_keys(topology, rows, zmatrix.closures, hydrogen_names)
     mol = Molecule(label, ic, tokens, entries, circular, hops.clamp(max=MAX_HOPS + 1), keys)
@@ -324,7 +332,8 @@ def _hydrogen_stem(name: str) -> str:
 
 
 def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tensor,
-                       torsions: Tensor, analogs: bool = False) -> list[tuple[str, ...]]:
+                       torsions: Tensor, analogs: bool = False, planar: bool = False
+                       ) -> list[tuple[str, ...]]:
     """Per flat coordinate: ``(exact, relative, relative with any main chain, [dipeptide
     analog,] element, type)`` keys of its normalization.
 
@@ -358,6 +367,9 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
       (:data:`CAP_ANALOGS`). The element key of a rigid hydrogen torsion carries its sign, and
       after it comes ``t:H-*-*-H:±`` (any centre: a sibling hydrogen ±120° away), so the
       methyl hydrogens of a cap never seen keep apart.
+    - With ``planar`` (key version 4), a rigid hydrogen torsion within :data:`PLANAR` of 0 or
+      ±π is keyed ``:0`` or ``:pi``: its sign would depend on which side of the plane the given
+      configuration happens to sit.
     """
     atoms = list(topology.atoms)
     residues = list(topology.residues)
@@ -415,7 +427,13 @@ def _chemistry_keys_v2(topology: Any, rows: Tensor, closures: Tensor, free: Tens
                 element = f"b:{atoms[members[0]].element.symbol}-{atoms[members[2]].element.symbol}"
             sign = ""
             if col == TORSION and atoms[members[0]].element.symbol == "H" and not bool(free[r - 3]):
-                sign = ":+" if float(torsions[r - 3]) > 0 else ":-"
+                angle = float(torsions[r - 3])
+                if planar and abs(angle) < PLANAR:
+                    sign = ":0"
+                elif planar and abs(angle) > math.pi - PLANAR:
+                    sign = ":pi"
+                else:
+                    sign = ":+" if angle > 0 else ":-"
             keys.append((
                 f"{kind}:" + "-".join(exact(a, members[0]) for a in members) + sign,
                 f"{kind}:" + "-".join(relative(a, members[0]) for a in members) + sign,
