@@ -26,7 +26,7 @@ import torch
 
 from boltzflow import runs, systems
 from boltzflow.data.dipeptides import load_index
-from boltzflow.models.tbg_ic import describe_molecule, ic_vocabulary
+from boltzflow.models.tbg_ic import describe_molecule, fitted_key, ic_vocabulary
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
         mol = model.molecule(systems.get(f"dipeptide:{args.peptide}"))
         print(f"\n{args.peptide} in {args.run}: coordinates normalized by a fallback key")
         for keys in mol.keys:
-            used = next((k for k in keys if k in model.stats), None)
+            used = fitted_key(keys, model.stats)
             if used != keys[0]:
                 mean, spread = model.stats.get(used, [float("nan")] * 2)[:2]
                 print(f"  {keys[0]} → {used} (mean {mean:.3f}, spread {spread:.3f})")

@@ -474,6 +474,11 @@ def fit_chemistry(molecules: list[Molecule], flats: list[Tensor]) -> dict[str, l
     return stats
 
 
+def fitted_key(keys: tuple[str, ...], stats: dict[str, list[float]]) -> str | None:
+    """The first of a coordinate's keys (most specific first) that ``stats`` holds, if any."""
+    return next((k for k in keys if k in stats), None)
+
+
 def normalization_for(mol: Molecule, stats: dict[str, list[float]]) -> ICNormalization:
     """The molecule's :class:`ICNormalization` from per-chemistry statistics (fallbacks: the
     element key, the coordinate type, :data:`DEFAULT_STD`)."""
@@ -482,7 +487,8 @@ def normalization_for(mol: Molecule, stats: dict[str, list[float]]) -> ICNormali
     log_scale = torch.zeros(n_flat, dtype=torch.float64)
     circular = mol.flat(mol.circular[None].float())[0].bool()
     for i, keys in enumerate(mol.keys):
-        mean, std = next((stats[k] for k in keys if k in stats), (None, None))
+        key = fitted_key(keys, stats)
+        mean, std = stats[key] if key is not None else (None, None)
         default = DEFAULT_STD[keys[-1]]
         if mean is None:
             mean, std = (0.0, 1.0) if keys[-1] == "t" else (float("nan"), default)
