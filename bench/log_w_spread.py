@@ -11,6 +11,10 @@ of the median σ would give, and the median Kish effective-sample count recorded
 ``metrics.json``. σ ranks models whose ESS is a handful of samples, where the ESS of one draw
 is noise: a 10 % ESS needs σ ≲ 1.5, 15 % σ ≲ 1.38, 40 % σ ≲ 0.96.
 
+σ is the one ``evaluate`` recorded (invalid samples at zero weight, as in its ESS);
+``--as-sampled`` recomputes it from ``samples.npz``, invalid samples included (the numbers of
+``docs/benchmarks.md`` before the "Denser frames" table).
+
 ``--terms`` adds, per argument, where the spread sits: for each force-field term the median
 over the sample sets of its ``energy_terms`` entry in ``metrics.json`` (``evaluate`` writes it,
 :func:`boltzflow.analysis.molecular.energy_term_sources`): the share of the log-weight
@@ -33,16 +37,24 @@ import torch
 from boltzflow.sampling import log_weight_spread
 
 
-def spreads(where: Path) -> tuple[list[float], list[float]]:
-    """σ and the recorded effective-sample counts of every sample set under ``where``."""
+def spreads(where: Path, as_sampled: bool = False) -> tuple[list[float], list[float]]:
+    """σ and the recorded effective-sample counts of every sample set under ``where``.
+
+    σ is the one ``evaluate`` recorded in ``metrics.json`` where it did: there, invalid
+    samples (wrong chirality, broken bonds) weigh zero, as in the ESS beside it. A
+    ``samples.npz`` holds the weights as sampled, invalid samples included, so σ from it (for
+    runs evaluated before ``log_w_spread`` was recorded, or with ``as_sampled``) can be wider."""
     files = [where / "samples.npz"] if (where / "samples.npz").exists() else sorted(
         where.glob("*/samples.npz"))
     sigma, ess = [], []
     for f in files:
-        sigma.append(log_weight_spread(torch.from_numpy(np.load(f)["log_w"])))
         metrics = f.parent / "metrics.json"
-        if metrics.exists():
-            ess.append(float(json.loads(metrics.read_text())["ess_samples"]))
+        m = json.loads(metrics.read_text()) if metrics.exists() else {}
+        recorded = m.get("log_w_spread")
+        sigma.append(float(recorded) if recorded is not None and not as_sampled
+                     else log_weight_spread(torch.from_numpy(np.load(f)["log_w"])))
+        if "ess_samples" in m:
+            ess.append(float(m["ess_samples"]))
     return sigma, ess
 
 
@@ -69,11 +81,14 @@ def main() -> None:
     parser.add_argument("dirs", nargs="+", type=Path)
     parser.add_argument("--terms", action="store_true",
                         help="also where the spread sits, per force-field term")
+    parser.add_argument("--as-sampled", action="store_true",
+                        help="σ of the weights as sampled (samples.npz, invalid samples "
+                             "included), not the one evaluate recorded")
     args = parser.parse_args()
     print("| samples of | sets | σ median (range), nats | exp(−σ²) | ESS n median |")
     print("|---|---|---|---|---|")
     for where in args.dirs:
-        sigma, ess = spreads(where)
+        sigma, ess = spreads(where, args.as_sampled)
         if not sigma:
             print(f"| {where} | 0 | – | – | – |")
             continue
