@@ -9,8 +9,10 @@ whether the energy term stays: issue 15 keeps it only if it helps held-out ESS).
 Both continue the same checkpoint with the same learning-rate schedule (cosine over
 ``--steps``); prints the held-out table and the training time.
 
-With ``--minutes M`` the total is chosen to fit a wall-clock budget instead: 20 steps are timed
-first and ``--steps`` becomes what the rest of the budget allows. On a GPU machine, train only
+With ``--minutes M`` the total is chosen to fit a wall-clock budget instead: 30 steps are run
+first (at the end of a cosine over them: the learning rate's floor), the last 10 timed by the
+training log's clock (set-up excluded), and ``--steps`` becomes what the rest of the budget
+allows. On a GPU machine, train only
 (``--device cuda --minutes 6 --no-eval``) and table the held-out split later on a CPU
 (``--eval-only`` with the same ``--out``).
 """
@@ -18,6 +20,7 @@ first and ``--steps`` becomes what the rest of the budget allows. On a GPU machi
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +31,13 @@ from boltzflow import runs
 from boltzflow.analysis.split import format_table
 from boltzflow.models import parse_config
 from boltzflow.training import load_checkpoint
+
+
+def _seconds_per_step(log: Path) -> float:
+    """Training seconds per step between the last two rows of a training log (the log's
+    ``time`` is training wall-clock, without the set-up of a call)."""
+    *_, before, last = csv.DictReader(log.open())
+    return (float(last["time"]) - float(before["time"])) / (int(last["step"]) - int(before["step"]))
 
 
 def main() -> None:
@@ -66,13 +76,13 @@ def main() -> None:
         steps = args.steps
         if args.minutes:
             start = int(load_checkpoint(args.out / "checkpoint.pt")["step"])
-            config["train"]["steps"] = start + 20
+            config["train"]["steps"] = start + 30
             runs.train(parse_config(config, source="finetune"), args.out, progress=False)
-            per_step = (time.perf_counter() - t0) / 20  # includes the set-up: errs short
+            per_step = _seconds_per_step(args.out / "train_log.csv")
             left = args.minutes * 60 - (time.perf_counter() - t0)
-            steps = start + 20 + max(0, int(left / per_step))
-            print(f"{per_step:.3f} s a step over the first 20 (set-up included): "
-                  f"training to step {steps}", flush=True)
+            steps = start + 30 + max(0, int(left / per_step))
+            print(f"{per_step:.3f} s a step (the training log's clock): training to step "
+                  f"{steps}", flush=True)
         config["train"]["steps"] = steps
         runs.train(parse_config(config, source="finetune"), args.out, progress=True)
     seconds = time.perf_counter() - t0
