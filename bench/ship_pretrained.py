@@ -13,7 +13,11 @@ evaluation, checksum) and the MD frames of the held-out peptides (``references/`
 statistics of the new keys fitted on ``--data``'s training split, weights and every other
 statistic unchanged). ``--references DIR`` takes the held-out peptides' MD from another
 dipeptide dataset (e.g. parallel tempering, ``boltzflow dataset dipeptides --split test
---replicas 4``), thinned to ``--reference-frames`` evenly spaced frames.
+--replicas 4``), thinned to ``--reference-frames`` evenly spaced frames; ``--keep-references`` keeps the
+references already shipped (and their description and held-out list: for a training set
+without test peptides, as ``data/dipeptides-dense``). The held-out evaluation recorded is
+``RUN/eval-test`` or ``--evaluation DIR`` (e.g. ``RUN/eval-side-10000`` of
+``bench/transferable.py --model tbg-ic --run RUN``).
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from boltzflow.version import __version__
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "boltzflow" / "pretrained"
 #: The metrics of each held-out peptide kept in the provenance summary.
-KEEP = ("ess", "ess_samples", "fraction_valid", "energy_w2_model", "energy_w2_reweighted",
-        "torus_w2_model", "torus_w2_reweighted", "dF_phi_md", "dF_phi_reweighted")
+KEEP = ("ess", "ess_samples", "log_w_spread", "fraction_valid", "energy_w2_model",
+        "energy_w2_reweighted", "torus_w2_model", "torus_w2_reweighted", "dF_phi_md",
+        "dF_phi_reweighted")
 
 
 def _describe_references(args: argparse.Namespace, meta: dict) -> str:
@@ -63,9 +68,18 @@ def main() -> None:
     parser.add_argument("--references", type=Path, default=None,
                         help="dataset holding the held-out peptides' reference MD [--data]")
     parser.add_argument("--reference-frames", type=int, default=500)
+    parser.add_argument("--keep-references", action="store_true",
+                        help="keep the shipped references, their description and held-out list")
+    parser.add_argument("--evaluation", type=Path, default=None,
+                        help="the held-out evaluation to record [RUN/eval-test]")
     args = parser.parse_args()
+    if args.keep_references and args.references:
+        parser.error("give --references or --keep-references, not both")
 
     out = ROOT / MODELS[args.name]
+    old = json.loads((out / PROVENANCE_NAME).read_text()) if args.keep_references else None
+    if old is not None and not (out / REFERENCES).is_dir():
+        raise SystemExit(f"--keep-references: {out / REFERENCES} does not exist")
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(args.run / "checkpoint.pt")
     slim = {k: state[k] for k in ("version", "step", "model", "elapsed", "metadata")
@@ -83,7 +97,7 @@ def main() -> None:
     index = load_index(args.data)
     ref_index = load_index(args.references) if args.references else index
     (out / REFERENCES).mkdir(exist_ok=True)
-    for seq in index.sequences("test"):
+    for seq in index.sequences("test") if old is None else []:
         frames = ref_index.dataset(seq).positions.to(torch.float32).numpy()
         if len(frames) > args.reference_frames:
             frames = frames[np.linspace(0, len(frames) - 1, args.reference_frames).round()
@@ -92,11 +106,15 @@ def main() -> None:
                             positions=frames, system_id=f"dipeptide:{seq}")
     meta = json.loads((args.data / "index.json").read_text())
     evaluation = {}
-    table = args.run / "eval-test" / "evaluation.json"
+    table = (args.evaluation or args.run / "eval-test") / "evaluation.json"
+    if args.evaluation and not table.exists():
+        raise SystemExit(f"--evaluation: {table} does not exist")
     if table.exists():
         data = json.loads(table.read_text())
         evaluation = {
             "split": "test", "n_samples": data["n_samples"], "means": data["means"],
+            "directory": table.parent.relative_to(args.run.parent).as_posix()
+            if table.parent.is_relative_to(args.run.parent) else table.parent.as_posix(),
             "peptides": {seq: {k: m.get(k) for k in KEEP} for seq, m in data["peptides"].items()},
         }
     record = {
@@ -108,8 +126,9 @@ def main() -> None:
         "dataset": {"name": args.data.name, "forcefield": meta["forcefield"],
                     "solvent": meta["solvent"], "temperature": meta["temperature"],
                     "md": meta["md"],
-                    "train": index.sequences("train"), "test": index.sequences("test")},
-        "references": _describe_references(args, meta),
+                    "train": index.sequences("train"),
+                    "test": index.sequences("test") if old is None else old["dataset"]["test"]},
+        "references": _describe_references(args, meta) if old is None else old["references"],
         "evaluation": evaluation,
         "sha256": hashlib.sha256((out / "checkpoint.pt").read_bytes()).hexdigest(),
         "boltzflow_version": __version__,
