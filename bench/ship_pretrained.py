@@ -13,9 +13,9 @@ evaluation, checksum) and the MD frames of the held-out peptides (``references/`
 statistics of the new keys fitted on ``--data``'s training split, weights and every other
 statistic unchanged). ``--references DIR`` takes the held-out peptides' MD from another
 dipeptide dataset (e.g. parallel tempering, ``boltzflow dataset dipeptides --split test
---replicas 4``), thinned to ``--reference-frames`` evenly spaced frames; ``--keep-references`` keeps the
-references already shipped (and their description and held-out list: for a training set
-without test peptides, as ``data/dipeptides-dense``). The held-out evaluation recorded is
+--replicas 4``), thinned to ``--reference-frames`` evenly spaced frames;
+``--keep-references`` keeps the references already shipped (and their description and
+held-out list: for a training set without test peptides, as ``data/dipeptides-dense-120``). The held-out evaluation recorded is
 ``RUN/eval-test`` or ``--evaluation DIR`` (e.g. ``RUN/eval-side-10000`` of
 ``bench/transferable.py --model tbg-ic --run RUN``).
 """
