@@ -4,6 +4,7 @@ and capped peptides with proline and aromatic rings: one table of what a user ge
     python bench/molecules.py                        # the default four, 30 min each
     python bench/molecules.py --system peptide:ACE-PRO-PHE-NME --minutes 25
     python bench/molecules.py --table                # the table of what has run so far
+    python bench/molecules.py --system peptide:ACE-TRP-GLY-NME --seed 1   # another training seed
 
 Each molecule runs into ``OUT/<slug>`` with :func:`boltzflow.demo.run_molecule` (plan from
 measured speeds, parallel-tempering MD, training, 20,000 samples, report); rerunning resumes
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,11 +38,29 @@ MOLECULES = (
 )
 
 
-def run_one(system: str, minutes: float, out: Path) -> dict:
+def run_dir(out: Path, system: str, seed: int) -> Path:
+    """``OUT/<slug>``, or ``OUT/<slug>-seedN`` for another training seed."""
+    return out / (runs.slug(system) + (f"-seed{seed}" if seed else ""))
+
+
+def share_md(out: Path, system: str, seed: int) -> None:
+    """Start a seed's run from the seed-0 run's plan and MD (copied, where it has them), so
+    that the seeds differ only in training and sampling."""
+    first, where = run_dir(out, system, 0), run_dir(out, system, seed)
+    if not seed or where.exists() or not (first / "plan.json").exists():
+        return
+    where.mkdir(parents=True)
+    shutil.copy2(first / "plan.json", where / "plan.json")
+    if (first / "md").is_dir():
+        shutil.copytree(first / "md", where / "md")
+
+
+def run_one(system: str, minutes: float, out: Path, seed: int = 0) -> dict:
     """Run (or resume) one molecule; its metrics with the wall time and plan."""
-    where = out / runs.slug(system)
+    share_md(out, system, seed)
+    where = run_dir(out, system, seed)
     t0 = time.perf_counter()
-    run_molecule(system, where, minutes=minutes, progress=False)
+    run_molecule(system, where, minutes=minutes, seed=seed or None, progress=False)
     wall_path = where / "bench_wall.json"
     wall = json.loads(wall_path.read_text()) if wall_path.exists() else {"seconds": 0.0}
     wall["seconds"] += time.perf_counter() - t0  # resumed runs add up their sessions
@@ -93,6 +113,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, help="budget per molecule (default: table)")
     parser.add_argument("--out", default="runs/bench-molecules")
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed; N > 0 runs into OUT/<slug>-seedN, from the seed-0 "
+                        "run's plan and MD where it has them")
     args = parser.parse_args()
     set_threads(1)
     out = Path(args.out)
@@ -100,12 +123,13 @@ def main() -> None:
         if args.system else list(MOLECULES)
     results = {}
     for system, minutes in chosen:
-        where = out / runs.slug(system)
+        where = run_dir(out, system, args.seed)
+        label = system + (f" (seed {args.seed})" if args.seed else "")
         if args.table:
             if (where / "metrics.json").exists():
-                results[system] = collect(where)
+                results[label] = collect(where)
             continue
-        results[system] = run_one(system, minutes, out)
+        results[label] = run_one(system, minutes, out, args.seed)
         text = table(results)
         print(text, flush=True)
     text = table(results)

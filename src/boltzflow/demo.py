@@ -138,6 +138,7 @@ def run_demo(
     solvent: str | None = None,
     temperature: float | None = None,
     zero_shot: bool = True,
+    seed: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
@@ -147,6 +148,9 @@ def run_demo(
 
     The alanine-dipeptide demo ends, with ``zero_shot``, by :func:`run_zero_shot`: the
     pretrained transferable model samples a dipeptide it never saw, into the same report.
+    ``seed`` (``train.seed``, default 0) seeds the training and, through it, the sampling and
+    evaluation; the MD keeps its own seed, so two seeds in two directories train two flows of
+    the same plan on the same kind of MD.
 
     Raises:
         BoltzflowError: ``quality`` for another system, options that do not apply to it, or an
@@ -175,8 +179,8 @@ def run_demo(
         if isinstance(resolved, MolecularSystem):
             result = run_molecule(system, out, forcefield=forcefield, solvent=solvent,
                                   temperature=temperature, minutes=minutes or DEFAULT_MINUTES,
-                                  steps=steps, ns=ns, n_samples=n_samples, progress=progress,
-                                  echo=echo, molecule=resolved)
+                                  steps=steps, ns=ns, n_samples=n_samples, seed=seed,
+                                  progress=progress, echo=echo, molecule=resolved)
             echo(f"wall clock {time.perf_counter() - t_start:.0f} s ("
                  + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ")")
             _closing_lines(result, echo)
@@ -184,11 +188,11 @@ def run_demo(
         if minutes is not None:
             raise BoltzflowError(f"--minutes plans a molecule's run; {system!r} is a toy (use "
                                  "--steps)")
-        return run_toy_demo(system, out, steps=steps, n_samples=n_samples, progress=progress,
-                            echo=echo)
+        return run_toy_demo(system, out, steps=steps, n_samples=n_samples, seed=seed,
+                            progress=progress, echo=echo)
     preset = (QUALITY_ALDP if quality else QUICK_ALDP).replace(
         md={} if ns is None else {"ns": ns},
-        train={} if steps is None else {"steps": steps},
+        train=({} if steps is None else {"steps": steps}) | ({} if seed is None else {"seed": seed}),
         sample={} if n_samples is None else {"n_samples": n_samples},
     )
     result = run_molecular_demo(preset, out or ("runs/demo-quality" if quality else "runs/demo"),
@@ -294,6 +298,7 @@ def run_molecule(
     steps: int | None = None,
     ns: float | None = None,
     n_samples: int | None = None,
+    seed: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
     molecule: Any = None,
@@ -313,6 +318,8 @@ def run_molecule(
         minutes: wall-clock budget of the whole run.
         steps, ns, n_samples: override the plan's training steps, MD length and samples
             (tests).
+        seed: the training seed (``train.seed``; also seeds sampling and evaluation) instead
+            of the plan's 0; the MD's seed stays the plan's.
         progress: progress bars.
         echo: where the messages go.
         molecule: ``system`` already resolved with these options (not built again).
@@ -364,7 +371,8 @@ def run_molecule(
     # --ns, --steps, --n-samples override the plan (plan.json keeps it); the line shows what runs
     preset = preset.replace(md={} if ns is None else {"ns": ns},
                             data={} if ns is None else md_split(ns, preset.md["frame_interval_ps"]),
-                            train={} if steps is None else {"steps": steps},
+                            train=({} if steps is None else {"steps": steps})
+                            | ({} if seed is None else {"seed": seed}),
                             model={} if steps is None else {"kl_start": steps // 2},
                             sample={} if n_samples is None else {"n_samples": n_samples})
     md, p = preset.md, preset.model
@@ -375,7 +383,8 @@ def run_molecule(
          f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps of "
          f"{preset.train.get('batch_size', 256)} frames"
          + (", compiled splines" if preset.train.get("compile") else "")
-         + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples")
+         + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples"
+         + (f"; seed {preset.train['seed']}" if preset.train.get("seed") else ""))
     result = run_molecular_demo(preset, out, progress=progress, echo=echo,
                                 train_threads=threads)
     m = result.metrics
@@ -531,13 +540,13 @@ def _closing_lines(result: DemoResult, echo: Callable[[str], None]) -> None:
 
 def run_toy_demo(
     system: str, out: str | Path | None, *, steps: int | None, n_samples: int | None,
-    progress: bool, echo: Callable[[str], None],
+    progress: bool, echo: Callable[[str], None], seed: int | None = None,
 ) -> DemoResult:
     """Train, sample and evaluate the default model of a toy ``system`` into ``out``."""
     from . import runs
     from .models import config_with
 
-    config = config_with({}, {"system.id": system, "train.steps": steps,
+    config = config_with({}, {"system.id": system, "train.steps": steps, "train.seed": seed,
                               "sample.n_samples": n_samples})
     runs.resolve_system(config)  # fail fast on an unknown id
     out = Path(out or Path("runs") / f"demo-{runs.slug(system)}")

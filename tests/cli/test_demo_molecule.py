@@ -32,13 +32,13 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     _write_pdb("peptide:ACE-PHE-NME", pdb)
     out = tmp_path / "run"
     args = ("demo", "--system", str(pdb), "--temperature", "300", "--minutes", "2",
-            "--ns", "0.005", "--steps", "20", "--n-samples", "200", "--out", str(out),
-            "--no-progress")
+            "--ns", "0.005", "--steps", "20", "--n-samples", "200", "--seed", "2", "--out",
+            str(out), "--no-progress")
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
     assert "plan:" in text and "s per training step" in text and "ring closure PHE2:" in text
     assert "(0.25 × log-weight variance from step 10)" in text
-    assert "plan: 0.005 ns of MD" in text and "20 steps" in text and "200 samples" in text
+    assert "plan: 0.005 ns of MD" in text and "20 steps" in text and "200 samples; seed 2" in text
     assert "20 steps of 512 frames, compiled splines" in text  # above 30 atoms
     plan = json.loads((out / "plan.json").read_text())
     assert plan["minutes"] == 2 and plan["speeds"]["md_ns_seconds"] > 0
@@ -57,7 +57,7 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     system = yaml.safe_load((out / "config.yaml").read_text())["system"]
     assert (system["n_data"], system["n_test"]) == (225, 25)
     train = yaml.safe_load((out / "config.yaml").read_text())["train"]
-    assert (train["batch_size"], train["compile"]) == (512, True)
+    assert (train["batch_size"], train["compile"], train["seed"]) == (512, True, 2)
     assert f"fits frames it saw {metrics['nll_gap']:.1f} nats better" in text
     assert metrics["nll_gap"] == pytest.approx(metrics["nll"] - metrics["nll_train"])
     (ring,) = metrics["ring_closures"]
@@ -90,6 +90,25 @@ def test_bad_pdb_or_unknown_residue_is_one_line(tmp_path, capsys, edit, message)
     assert code == 2 and re.search(message, err), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_seed_gives_another_flow_and_the_same_seed_the_same(tmp_path, capsys):
+    """``--seed`` is the training seed: recorded in the run's config, another seed trains
+    another flow (other samples), the same seed in another directory the same one."""
+    import numpy as np
+
+    def demo(name: str, *seed: str) -> np.ndarray:
+        out = tmp_path / name
+        code, _, err = run_main(capsys, "demo", "--system", "double-well", "--steps", "30",
+                                "--n-samples", "300", *seed, "--out", str(out), "--no-progress")
+        assert code == 0, err
+        train = yaml.safe_load((out / "config.yaml").read_text())["train"]
+        assert train["seed"] == (int(seed[1]) if seed else 0)
+        return np.load(out / "samples.npz")["x"]
+
+    default, three, again = demo("s0"), demo("s3", "--seed", "3"), demo("s3b", "--seed", "3")
+    assert np.array_equal(three, again)
+    assert not np.allclose(default, three)
 
 
 def test_options_that_do_not_apply_are_one_line(capsys, tmp_path):

@@ -40,6 +40,10 @@ def demo_cmd(
         help="End the alanine-dipeptide demo with the pretrained transferable model sampling a "
         "dipeptide it never saw (about a minute), added to the report.",
     ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Training seed (also seeds sampling and evaluation) [0]; the MD "
+        "keeps its own. Another seed in another --out trains another flow of the same plan.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The main job: MD reference, train, sample, reweight, report (about 7 min on 2 idle
@@ -48,7 +52,7 @@ def demo_cmd(
 
     run_demo(system, out, quality=quality, steps=steps, ns=ns, n_samples=n_samples,
              minutes=minutes, forcefield=forcefield, solvent=solvent, temperature=temperature,
-             zero_shot=zero_shot, progress=progress, echo=typer.echo)
+             zero_shot=zero_shot, seed=seed, progress=progress, echo=typer.echo)
 
 
 def register(app: typer.Typer) -> None:
