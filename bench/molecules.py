@@ -11,7 +11,8 @@ measured speeds, parallel-tempering MD, training, 20,000 samples, report); rerun
 it. Columns: ESS (unclipped Kish, fraction and count), ESS clipped, the log-weight spread σ
 (`boltzflow.sampling.log_weight_spread`), valid fraction, the ring
 closing bonds' widths (model / MD), energy and torsion W2 (raw model vs MD), ΔF(φ) reweighted
-vs MD, high-energy samples, wall time. The table goes to stdout and ``OUT/molecules.md``.
+vs MD, high-energy samples, the AIS-refined samples' ESS and ΔF (``OUT/<slug>/ais``, where the
+plan refined), wall time. The table goes to stdout and ``OUT/molecules.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from boltzflow import runs  # before torch: boltzflow sets the passive OpenMP wait, as the CLI
-from boltzflow.demo import run_molecule
+from boltzflow.demo import REFINED_DIR, run_molecule
 from boltzflow.sampling import log_weight_spread
 from boltzflow.threads import set_threads
 
@@ -75,6 +76,8 @@ def collect(where: Path) -> dict:
     wall = where / "bench_wall.json"
     m["wall_seconds"] = json.loads(wall.read_text())["seconds"] if wall.exists() else None
     m["plan"] = plan
+    refined = where / REFINED_DIR / "metrics.json"
+    m["refined"] = json.loads(refined.read_text()) if refined.exists() else None
     if m.get("log_w_spread") is None:  # evaluated before evaluate recorded it
         import torch
 
@@ -86,12 +89,22 @@ def _f(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def refined_cells(r: dict | None) -> str:
+    """``ESS (effective of n, evals/x) | ΔF(φ)`` of the AIS-refined samples (``–`` where the
+    plan did not refine)."""
+    if r is None:
+        return "– | –"
+    return (f"{r['ess']:.1%} ({r['ess_samples']:.0f} of {r['n_samples']}, "
+            f"{r['refine_energy_evaluations_per_sample']:.0f} evals/x) | "
+            f"{_f(r.get('dF_phi_reweighted'), '.2f')}")
+
+
 def table(results: dict[str, dict]) -> str:
     """The Markdown table."""
     head = ("| molecule | atoms | budget | MD ns | steps | ESS | ESS n | ESS clipped | σ (nats) | valid | "
             "ring closures: width model / MD (nm) | E-W2 (kT) | T-W2 (rad) | ΔF(φ) rew. / MD (kT) | "
-            "high-energy | wall (min) |")
-    lines = [head, "|" + "---|" * 16]
+            "high-energy | refined by AIS: ESS (effective of n) | ΔF(φ) AIS (kT) | wall (min) |")
+    lines = [head, "|" + "---|" * 18]
     for system, m in results.items():
         rings = "; ".join(f"{r['bond']} {r['model_sd']:.4f} / {r['md_sd']:.4f} ({r['ratio']:.2f})"
                           for r in m.get("ring_closures") or []) or "–"
@@ -103,7 +116,8 @@ def table(results: dict[str, dict]) -> str:
             f"{p['md']['ns']:g} | {p['train']['steps']} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
             f"{m['ess_clipped']:.1%} | {m['log_w_spread']:.2f} | {m['fraction_valid']:.2%} | {rings} | "
             f"{_f(m.get('energy_w2_model'), '.3g')} | {_f(m.get('torus_w2_model'), '.3g')} | {df} | "
-            f"{m.get('n_high_energy', '–')} | {_f(None if wall is None else wall / 60, '.1f')} |")
+            f"{m.get('n_high_energy', '–')} | {refined_cells(m.get('refined'))} | "
+            f"{_f(None if wall is None else wall / 60, '.1f')} |")
     return "\n".join(lines)
 
 

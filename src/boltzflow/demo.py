@@ -52,7 +52,10 @@ class DemoResult:
         metrics: the evaluation metrics (also in ``metrics.json``).
         report: path of ``report.md``.
         figures: PNG files written next to the report.
-        seconds: wall-clock seconds per stage (``md``, ``train``, ``sample``, ``evaluate``).
+        seconds: wall-clock seconds per stage (``md``, ``train``, ``sample``, ``evaluate``,
+            ``refine``).
+        refined: metrics of the samples refined by AIS (``ais/metrics.json``), if the plan
+            refined.
     """
 
     run: Any
@@ -60,6 +63,7 @@ class DemoResult:
     report: Path
     figures: list[Path]
     seconds: dict[str, float] = field(default_factory=dict)
+    refined: dict[str, Any] | None = None
 
 
 def run_molecular_demo(
@@ -110,19 +114,83 @@ def run_molecular_demo(
         run = runs.train(config, out, progress=progress)
     seconds["train"] = time.perf_counter() - t0
 
-    echo(f"[3/4] sampling {config.sample.n_samples} configurations …")
+    stages = 5 if preset.refine else 4
+    echo(f"[3/{stages}] sampling {config.sample.n_samples} configurations …")
     t0 = time.perf_counter()
     runs.sample(run, config.sample.n_samples, progress=progress)
     seconds["sample"] = time.perf_counter() - t0
 
-    echo("[4/4] reweighting, evaluating and writing the report …")
+    echo(f"[4/{stages}] reweighting, evaluating and writing the report …")
     t0 = time.perf_counter()
     metrics = runs.evaluate(run)
     seconds["evaluate"] = time.perf_counter() - t0
+    refined = None
+    if preset.refine:
+        echo(f"[5/{stages}] refining {preset.refine['n_samples']} more flow samples by "
+             f"{refine_words(preset.refine)} → {out / REFINED_DIR} …")
+        t0 = time.perf_counter()
+        refined = refine_run(run, preset.refine, out / REFINED_DIR, progress=progress)
+        seconds["refine"] = time.perf_counter() - t0
+        _refined_section(out / "report.md", refined)
     return DemoResult(
         run=run, metrics=metrics, report=out / "report.md",
-        figures=sorted(out.glob("*.png")), seconds=seconds,
+        figures=sorted(out.glob("*.png")), seconds=seconds, refined=refined,
     )
+
+
+#: Where the one-command path's refined samples, metrics and report go, inside its run.
+REFINED_DIR = "ais"
+
+
+def refine_words(refine: dict[str, Any]) -> str:
+    """``annealed importance sampling (25 levels × 2 MALA moves)`` for a refine section."""
+    name = {"ais": "annealed importance sampling", "smc": "sequential Monte Carlo"}
+    return f"{name[refine['method']]} ({refine['levels']} levels × {refine['steps']} MALA moves)"
+
+
+def refine_run(run: Any, refine: dict[str, Any], out: Path, *, progress: bool = True
+               ) -> dict[str, Any]:
+    """Refine ``refine["n_samples"]`` of ``run``'s flow samples toward the target and evaluate
+    them in ``out`` (``samples.npz``, ``refine.json``, ``metrics.json``, ``report.md``),
+    against the run's MD (``data.npz`` linked there); returns their metrics."""
+    import dataclasses
+    import os
+    import shutil
+
+    from . import runs
+    from .sampling.refine import RefineOptions
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / runs.DATA_NAME
+    if not data.exists():
+        try:
+            os.link(run.path / runs.DATA_NAME, data)
+        except OSError:
+            shutil.copyfile(run.path / runs.DATA_NAME, data)
+    view = dataclasses.replace(run, path=out)
+    options = RefineOptions(method=refine["method"], levels=refine["levels"],
+                            steps=refine["steps"])
+    runs.sample(view, refine["n_samples"], progress=progress, refine=options)
+    return runs.evaluate(view)
+
+
+def _refined_section(report: Path, m: dict[str, Any]) -> None:
+    """The refined samples' headline in the run's report, with a link to their own."""
+    from .analysis.report import replace_section
+
+    replace_section(report, "## Refined by annealed importance sampling", [
+        f"{m['n_samples']} more samples of the flow, moved toward the Boltzmann distribution "
+        f"through {m['refine_levels']} intermediate densities ({m['refine_mcmc_steps']} MALA moves "
+        f"each, {m['refine_energy_evaluations_per_sample']:.0f} energy evaluations per sample); "
+        "their weights are exact importance weights (unclipped, no resampling).",
+        "",
+        f"- {ess_line(m)}",
+        f"- the same particles before refinement: ESS {m['refine_ess_before']:.2%} "
+        f"({m['refine_ess_samples_before']:.1f} effective samples)",
+        f"- valid samples {m['fraction_valid']:.1%}",
+        "",
+        f"Their report: [{REFINED_DIR}/report.html]({REFINED_DIR}/report.html).",
+    ])
 
 
 def run_demo(
@@ -367,14 +435,17 @@ def run_molecule(
         tried = ", ".join(f"{t:.3f} s on {n}" for n, t in speeds.step_seconds_by_threads.items())
         echo(f"measured: {speeds.md_ns_seconds:.0f} s per ns of MD per replica "
              f"({speeds.workers} worker processes), {speeds.step_seconds:.3f} s per training step"
-             f" (threads: {tried}; training on {threads})")
+             f" (threads: {tried}; training on {threads}), "
+             f"{speeds.refine_seconds * 1e3:.2f} ms per particle and energy evaluation of AIS")
     # --ns, --steps, --n-samples override the plan (plan.json keeps it); the line shows what runs
     preset = preset.replace(md={} if ns is None else {"ns": ns},
                             data={} if ns is None else md_split(ns, preset.md["frame_interval_ps"]),
                             train=({} if steps is None else {"steps": steps})
                             | ({} if seed is None else {"seed": seed}),
                             model={} if steps is None else {"kl_start": steps // 2},
-                            sample={} if n_samples is None else {"n_samples": n_samples})
+                            sample={} if n_samples is None else {"n_samples": n_samples},
+                            refine={} if n_samples is None or not preset.refine else
+                            {"n_samples": min(n_samples, preset.refine["n_samples"])})
     md, p = preset.md, preset.model
     echo(f"plan: {md['ns']:g} ns of MD ({md['replicas']} replicas {molecule.temperature:g}-"
          f"{md['t_max']:g} K, a frame every {md['frame_interval_ps']:g} ps"
@@ -384,6 +455,8 @@ def run_molecule(
          f"{preset.train.get('batch_size', 256)} frames"
          + (", compiled splines" if preset.train.get("compile") else "")
          + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples"
+         + (f", then {preset.refine['n_samples']} refined by {refine_words(preset.refine)}"
+            if preset.refine else "")
          + (f"; seed {preset.train['seed']}" if preset.train.get("seed") else ""))
     result = run_molecular_demo(preset, out, progress=progress, echo=echo,
                                 train_threads=threads)
@@ -398,6 +471,12 @@ def run_molecule(
         echo(f"ring closure {ring['bond']}: width {ring['model_sd']:.4f} nm, MD "
              f"{ring['md_sd']:.4f} nm (ratio {ring['ratio']:.2f})")
     _sources_line(m, echo)
+    if result.refined is not None:
+        r = result.refined
+        echo(f"refined by AIS ({r['refine_energy_evaluations_per_sample']:.0f} energy evaluations "
+             f"per sample): valid {r['fraction_valid']:.1%}; {ess_line(r)}; the same "
+             f"{r['n_samples']} particles before: ESS {r['refine_ess_before']:.2%} "
+             f"({r['refine_ess_samples_before']:.1f} effective) → {result.run.path / REFINED_DIR}")
     return result
 
 
@@ -488,7 +567,21 @@ def measure_speeds(system: Any, config: Any, *, probe_ns: float = 0.01) -> Any:
     threads = min(by_threads, key=lambda n: (by_threads[n], n))
     return Speeds(md_ns_seconds=md_ns_seconds, step_seconds=by_threads[threads],
                   workers=replica_workers(MOLECULE_MD["replicas"], None), threads=threads,
-                  step_seconds_by_threads=by_threads)
+                  step_seconds_by_threads=by_threads, refine_seconds=_refine_seconds(model, system))
+
+
+def _refine_seconds(model: Any, system: Any, n: int = 128) -> float:
+    """Wall seconds per particle and energy evaluation of AIS with ``model``'s flow (the
+    probe's, untrained: the cost does not depend on the weights), threads as they are (as
+    the demo refines)."""
+    from .sampling.refine import RefineOptions, refine
+
+    t0 = time.perf_counter()
+    result = refine(model.flow_for(system), model.energy_of(system), n,
+                    RefineOptions(levels=2, steps=2, pilot=n // 2, seed=0))
+    evaluations = (result.info["energy_evaluations_per_sample"] * n
+                   + result.info["energy_evaluations_pilot"])
+    return (time.perf_counter() - t0) / evaluations
 
 
 def ess_line(m: dict[str, Any]) -> str:

@@ -40,6 +40,9 @@ class Preset:
         train: ``train`` section entries.
         sample: ``sample`` section entries.
         model: the ``internal`` section (the internal-coordinate flow).
+        refine: how to refine more flow samples after the plain ones (``method``, ``levels``,
+            ``steps`` of :class:`~boltzflow.sampling.refine.RefineOptions`, and
+            ``n_samples``); empty: no refinement.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Preset:
     train: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    refine: dict[str, Any] = field(default_factory=dict)
 
     def config(self, **system: Any) -> RunConfig:
         """The validated :class:`RunConfig`; ``system`` adds ``system`` section entries
@@ -140,6 +144,9 @@ class Speeds:
         threads: torch threads the training runs with (the MD is over by then): the count
             whose probe step was fastest.
         step_seconds_by_threads: the probe's step time for each thread count it tried.
+        refine_seconds: wall seconds of annealed importance sampling per particle and energy
+            evaluation (flow, energy and their gradients); 0: not measured, no refinement
+            planned.
     """
 
     md_ns_seconds: float
@@ -147,6 +154,7 @@ class Speeds:
     workers: int = 1
     threads: int = 1
     step_seconds_by_threads: dict[int, float] | None = None
+    refine_seconds: float = 0.0
 
 
 #: Shares of a ``--minutes`` budget: MD reference, training; the rest samples and evaluates.
@@ -155,7 +163,19 @@ class Speeds:
 #: 3,400 steps) over 2.87 and 2.76, 50 / 35 % 2.73, 70 / 15 % 2.68 (``bench/md_fit.py``,
 #: docs/benchmarks.md): the flow learns short MD's frames rather than the distribution.
 #: MD time the 10-ns cap leaves unused goes to training (alanine dipeptide).
-MD_SHARE, TRAIN_SHARE = 0.6, 0.25
+#: The refinement's share (:data:`REFINE_SHARE`) came out of both: 0.60 / 0.25 before.
+MD_SHARE, TRAIN_SHARE = 0.55, 0.22
+#: Share of a ``--minutes`` budget for refining flow samples by annealed importance sampling
+#: (:data:`MOLECULE_REFINE`). On the Pro-Phe peptide's 30-minute flow the plain samples' ESS
+#: was 0.09 % pooled over 100,000 (92 effective), AIS's 29.7 % over three draws of 5,000
+#: (4,461 effective, 54 energy evaluations per sample: six times the effective samples per
+#: evaluation; docs/benchmarks.md, ``bench/ess_draws.py --refine ais``).
+REFINE_SHARE = 0.08
+#: The refinement of the one-command path: AIS through 25 intermediate densities, 2 MALA moves
+#: each (10 levels gave 0.8 % on the same flow, 24 × 4 33 %: ``bench/refine.py``).
+MOLECULE_REFINE = {"method": "ais", "levels": 25, "steps": 2}
+#: Refined particles: at least / at most this many (in thousands of the share's worth).
+REFINE_MIN, REFINE_MAX = 1000, 20000
 #: MD defaults of the one-command path: a frame every 0.02 ps and 4 parallel-tempering replicas
 #: up to twice the temperature (at most 600 K). Dense frames cost no MD: on alanine dipeptide
 #: 0.2 → 0.05 ps took the ESS from 10 % to 41 % at the same MD length (``docs/aldp.md``); on a
@@ -227,7 +247,8 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` plus whatever MD time the
     10-ns cap leaves (steps from ``speeds``, 300-8,000, the energy term of
     :func:`flow_for_size` from half-way, the batch of :func:`train_for_size`), sampling 20,000
-    configurations. Where training would
+    configurations, and, where ``speeds`` priced it, refining as many more flow samples by AIS
+    (:data:`MOLECULE_REFINE`) as :data:`REFINE_SHARE` pays for (1,000-20,000). Where training would
     take more than :data:`MAX_STEPS_PER_NS` steps per ns of MD, the two shares are rebalanced
     so that it takes exactly that many (more MD, fewer steps).
 
@@ -265,12 +286,24 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     steps = int((train_seconds + unused) / speeds.step_seconds) // 100 * 100
     steps = max(300, min(8000, int(MAX_STEPS_PER_NS * md["ns"]) // 100 * 100, steps))
     model = {**MOLECULE_MODEL, **flow_for_size(n_atoms), "kl_start": steps // 2}
+    refine: dict[str, Any] = {}
+    if speeds.refine_seconds > 0:
+        per_particle = speeds.refine_seconds * refine_evaluations(MOLECULE_REFINE)
+        n = int(REFINE_SHARE * minutes * 60 / per_particle) // 1000 * 1000
+        refine = {**MOLECULE_REFINE, "n_samples": max(REFINE_MIN, min(REFINE_MAX, n))}
     return Preset(
         name=f"budget-{minutes:g}min", system=system, md=md,
         data={**md_split(md["ns"], md["frame_interval_ps"]), **(system_section or {})},
         train={"steps": steps, "lr": 1e-3, "checkpoint_every": 250, **train_for_size(n_atoms)},
-        sample={"n_samples": 20000}, model=model,
+        sample={"n_samples": 20000}, model=model, refine=refine,
     )
+
+
+def refine_evaluations(refine: dict[str, Any]) -> int:
+    """Energy (and gradient) evaluations per particle of a refinement section: one per MALA
+    move of every level, plus the start and the weights' increments (as
+    ``refine.info["energy_evaluations_per_sample"]`` counts them, to within a few)."""
+    return refine["levels"] * refine["steps"] + 4
 
 
 def md_split(ns: float, frame_interval_ps: float) -> dict[str, int]:
