@@ -12,7 +12,8 @@ it. Columns: ESS (unclipped Kish, fraction and count), ESS clipped, the log-weig
 (`boltzflow.sampling.log_weight_spread`), valid fraction, the ring
 closing bonds' widths (model / MD), energy and torsion W2 (raw model vs MD), ΔF(φ) reweighted
 vs MD, high-energy samples, the AIS-refined samples' ESS and ΔF (``OUT/<slug>/ais``, where the
-plan refined), wall time. The table goes to stdout and ``OUT/molecules.md``.
+plan refined) and which of the two estimates the report says to use, wall time. The table goes
+to stdout and ``OUT/molecules.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from boltzflow import runs  # before torch: boltzflow sets the passive OpenMP wait, as the CLI
-from boltzflow.demo import REFINED_DIR, run_molecule
+from boltzflow.demo import REFINED_DIR, preferred_estimate, run_molecule
 from boltzflow.sampling import log_weight_spread
 from boltzflow.threads import set_threads
 
@@ -89,22 +90,23 @@ def _f(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def refined_cells(r: dict | None) -> str:
-    """``ESS (effective of n, evals/x) | ΔF(φ)`` of the AIS-refined samples (``–`` where the
-    plan did not refine)."""
+def refined_cells(m: dict) -> str:
+    """``ESS (effective of n, evals/x) | ΔF(φ) | use`` of the AIS-refined samples (``–``
+    where the plan did not refine); "use" is :func:`boltzflow.demo.preferred_estimate`."""
+    r = m.get("refined")
     if r is None:
-        return "– | –"
+        return "– | – | –"
     return (f"{r['ess']:.1%} ({r['ess_samples']:.0f} of {r['n_samples']}, "
             f"{r['refine_energy_evaluations_per_sample']:.0f} evals/x) | "
-            f"{_f(r.get('dF_phi_reweighted'), '.2f')}")
+            f"{_f(r.get('dF_phi_reweighted'), '.2f')} | {preferred_estimate(m, r) or '–'}")
 
 
 def table(results: dict[str, dict]) -> str:
     """The Markdown table."""
     head = ("| molecule | atoms | budget | MD ns | steps | ESS | ESS n | ESS clipped | σ (nats) | valid | "
             "ring closures: width model / MD (nm) | E-W2 (kT) | T-W2 (rad) | ΔF(φ) rew. / MD (kT) | "
-            "high-energy | refined by AIS: ESS (effective of n) | ΔF(φ) AIS (kT) | wall (min) |")
-    lines = [head, "|" + "---|" * 18]
+            "high-energy | refined by AIS: ESS (effective of n) | ΔF(φ) AIS (kT) | use | wall (min) |")
+    lines = [head, "|" + "---|" * 19]
     for system, m in results.items():
         rings = "; ".join(f"{r['bond']} {r['model_sd']:.4f} / {r['md_sd']:.4f} ({r['ratio']:.2f})"
                           for r in m.get("ring_closures") or []) or "–"
@@ -116,7 +118,7 @@ def table(results: dict[str, dict]) -> str:
             f"{p['md']['ns']:g} | {p['train']['steps']} | {m['ess']:.1%} | {m['ess_samples']:.0f} | "
             f"{m['ess_clipped']:.1%} | {m['log_w_spread']:.2f} | {m['fraction_valid']:.2%} | {rings} | "
             f"{_f(m.get('energy_w2_model'), '.3g')} | {_f(m.get('torus_w2_model'), '.3g')} | {df} | "
-            f"{m.get('n_high_energy', '–')} | {refined_cells(m.get('refined'))} | "
+            f"{m.get('n_high_energy', '–')} | {refined_cells(m)} | "
             f"{_f(None if wall is None else wall / 60, '.1f')} |")
     return "\n".join(lines)
 

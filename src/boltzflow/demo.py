@@ -131,7 +131,7 @@ def run_molecular_demo(
         t0 = time.perf_counter()
         refined = refine_run(run, preset.refine, out / REFINED_DIR, progress=progress)
         seconds["refine"] = time.perf_counter() - t0
-        _refined_section(out / "report.md", refined)
+        _refined_section(out / "report.md", refined, metrics)
     return DemoResult(
         run=run, metrics=metrics, report=out / "report.md",
         figures=sorted(out.glob("*.png")), seconds=seconds, refined=refined,
@@ -174,8 +174,58 @@ def refine_run(run: Any, refine: dict[str, Any], out: Path, *, progress: bool = 
     return runs.evaluate(view)
 
 
-def _refined_section(report: Path, m: dict[str, Any]) -> None:
-    """The refined samples' headline in the run's report, with a link to their own."""
+def per_evaluation(m: dict[str, Any]) -> float:
+    """Effective samples per 1,000 energy evaluations of a set's metrics: one evaluation per
+    plain flow sample, ``refine_energy_evaluations_per_sample`` per refined one."""
+    evals = m.get("refine_energy_evaluations_per_sample") or 1.0
+    return 1000 * m["ess_samples"] / (m["n_samples"] * evals)
+
+
+def preferred_estimate(plain: dict[str, Any], refined: dict[str, Any]) -> str | None:
+    """``"plain"`` or ``"refined"``: which of a run's two reweighted estimates to use, from
+    their metrics (``None`` where a tail index is unknown).
+
+    The test is the Pareto tail index of each set's weights (``ess_tail_index``): at ≥ 0.5
+    their variance is infinite and a few samples decide the estimate, so a set whose tail
+    index is below 0.5 is preferred to one whose is not. Where both are below (or both above),
+    the set with more effective samples per energy evaluation (:func:`per_evaluation`) is the
+    better buy; on the bench's peptides that was the plain one whenever its tail was finite
+    (``docs/benchmarks.md``, *Refined by AIS*).
+    """
+    tails = plain.get("ess_tail_index"), refined.get("ess_tail_index")
+    if None in tails:
+        return None
+    heavy = [t >= 0.5 for t in tails]
+    if heavy[0] != heavy[1]:
+        return "refined" if heavy[0] else "plain"
+    return "plain" if per_evaluation(plain) >= per_evaluation(refined) else "refined"
+
+
+def which_estimate(plain: dict[str, Any], refined: dict[str, Any]) -> str:
+    """:func:`preferred_estimate` as a sentence for the report, with the numbers behind it."""
+    def number(x: float) -> str:
+        return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+    bought = (f"effective samples per 1,000 energy evaluations: plain "
+              f"{number(per_evaluation(plain))}, refined {number(per_evaluation(refined))}")
+    choice = preferred_estimate(plain, refined)
+    if choice is None:
+        return f"Which estimate: {bought} (no tail index recorded)."
+    tails = plain["ess_tail_index"], refined["ess_tail_index"]
+    words = f"tail index plain {tails[0]:.2f}, refined {tails[1]:.2f}"
+    heavy = [t >= 0.5 for t in tails]
+    if heavy[0] != heavy[1]:
+        other = "plain" if choice == "refined" else "refined"
+        why = f"the {other} weights' variance is infinite, a few samples decide their numbers"
+    else:
+        why = ("both finite-variance" if not heavy[0] else "neither finite-variance"
+               ) + "; more effective samples per energy evaluation"
+    return f"Which estimate: the {choice} one ({words}: {why}; {bought})."
+
+
+def _refined_section(report: Path, m: dict[str, Any], plain: dict[str, Any]) -> None:
+    """The refined samples' headline in the run's report, with a link to their own, and
+    which of the run's two estimates to use (:func:`which_estimate`)."""
     from .analysis.report import replace_section
 
     replace_section(report, "## Refined by annealed importance sampling", [
@@ -188,6 +238,8 @@ def _refined_section(report: Path, m: dict[str, Any]) -> None:
         f"- the same particles before refinement: ESS {m['refine_ess_before']:.2%} "
         f"({m['refine_ess_samples_before']:.1f} effective samples)",
         f"- valid samples {m['fraction_valid']:.1%}",
+        "",
+        which_estimate(plain, m),
         "",
         f"Their report: [{REFINED_DIR}/report.html]({REFINED_DIR}/report.html).",
     ])
@@ -477,6 +529,7 @@ def run_molecule(
              f"per sample): valid {r['fraction_valid']:.1%}; {ess_line(r)}; the same "
              f"{r['n_samples']} particles before: ESS {r['refine_ess_before']:.2%} "
              f"({r['refine_ess_samples_before']:.1f} effective) → {result.run.path / REFINED_DIR}")
+        echo(which_estimate(m, r))
     return result
 
 

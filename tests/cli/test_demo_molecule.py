@@ -80,6 +80,7 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Refined by annealed importance sampling" in report and "ais/report.html" in report
     assert f"{refined['ess_samples']:.1f} effective samples" in report
+    assert "Which estimate: the " in report and "Which estimate: the " in text
     assert (out / "ais" / "report.html").exists() and (out / "ais" / "samples.npz").exists()
     terms = {t["term"]: t for t in metrics["energy_terms"]}
     assert {"bond", "lj", "all terms"} <= set(terms) and 0 <= terms["lj"]["share"] <= 1
@@ -222,6 +223,32 @@ def test_ess_line_gives_the_log_weight_spread_and_its_gaussian_ess_where_known()
     line = ess_line({**m, "log_w_spread": 1.5})
     assert "121 effective samples" in line and "σ 1.50 nats" in line
     assert "exp(−σ²) = 10.5%" in line
+
+
+def test_which_estimate_prefers_a_finite_variance_tail_then_the_cheaper_one():
+    from boltzflow.demo import preferred_estimate, which_estimate
+
+    # the v10 Pro-Phe run: plain weights collapsed (5 of 20,000, tail 0.58), AIS 1,467 of 4,000
+    plain = {"n_samples": 20000, "ess_samples": 5.0, "ess_tail_index": 0.58}
+    refined = {"n_samples": 4000, "ess_samples": 1467.0, "ess_tail_index": 0.41,
+               "refine_energy_evaluations_per_sample": 54.0}
+    line = which_estimate(plain, refined)
+    assert line.startswith("Which estimate: the refined one") and "plain 0.25, refined 6.8" in line
+    # a healthy flow: both tails finite, plain reweighting buys more per energy evaluation
+    healthy = {**plain, "ess_samples": 2000.0, "ess_tail_index": 0.45}
+    line = which_estimate(healthy, refined)
+    assert line.startswith("Which estimate: the plain one") and "both finite-variance" in line
+    assert "plain 100, refined 6.8" in line
+    # the refined weights' tail heavy, the plain one's not: plain, whatever the cost
+    assert which_estimate(healthy, {**refined, "ess_tail_index": 0.7, "ess_samples": 3999.0}
+                          ).startswith("Which estimate: the plain one")
+    # both heavy: the cheaper per evaluation, said as such
+    line = which_estimate(plain, {**refined, "ess_tail_index": 0.6})
+    assert "the refined one" in line and "neither finite-variance" in line
+    assert "no tail index" in which_estimate({**plain, "ess_tail_index": None}, refined)
+    assert preferred_estimate({**plain, "ess_tail_index": None}, refined) is None
+    assert preferred_estimate(plain, refined) == "refined"
+    assert preferred_estimate(healthy, refined) == "plain"
 
 
 def test_sources_line_names_the_term_the_weights_follow_only_when_it_matters():
