@@ -192,10 +192,12 @@ def preferred_estimate(plain: dict[str, Any], refined: dict[str, Any]) -> str | 
     better buy; on the bench's peptides that was the plain one whenever its tail was finite
     (``docs/benchmarks.md``, *Refined by AIS*).
     """
+    from .sampling import heavy_tail
+
     tails = plain.get("ess_tail_index"), refined.get("ess_tail_index")
     if None in tails:
         return None
-    heavy = [t >= 0.5 for t in tails]
+    heavy = [heavy_tail(t) for t in tails]
     if heavy[0] != heavy[1]:
         return "refined" if heavy[0] else "plain"
     return "plain" if per_evaluation(plain) >= per_evaluation(refined) else "refined"
@@ -211,9 +213,11 @@ def which_estimate(plain: dict[str, Any], refined: dict[str, Any]) -> str:
     choice = preferred_estimate(plain, refined)
     if choice is None:
         return f"Which estimate: {bought} (no tail index recorded)."
+    from .sampling import heavy_tail
+
     tails = plain["ess_tail_index"], refined["ess_tail_index"]
     words = f"tail index plain {tails[0]:.2f}, refined {tails[1]:.2f}"
-    heavy = [t >= 0.5 for t in tails]
+    heavy = [heavy_tail(t) for t in tails]
     if heavy[0] != heavy[1]:
         other = "plain" if choice == "refined" else "refined"
         why = f"the {other} weights' variance is infinite, a few samples decide their numbers"

@@ -176,7 +176,7 @@ REFINE_SHARE = 0.08
 #: The refinement of the one-command path: AIS through 25 intermediate densities, 2 MALA moves
 #: each (10 levels gave 0.8 % on the same flow, 24 × 4 33 %: ``bench/refine.py``).
 MOLECULE_REFINE = {"method": "ais", "levels": 25, "steps": 2}
-#: Refined particles: at least / at most this many (in thousands of the share's worth).
+#: Refined particles: at least / at most this many (the share's worth, in whole thousands).
 REFINE_MIN, REFINE_MAX = 1000, 20000
 #: MD defaults of the one-command path: a frame every 0.02 ps and 4 parallel-tempering replicas
 #: up to twice the temperature (at most 600 K). Dense frames cost no MD: on alanine dipeptide

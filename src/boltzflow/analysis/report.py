@@ -12,7 +12,7 @@ import torch
 
 from ..io import write_text_atomic
 from ..models.base import ModelKind
-from ..sampling import Samples, few_effective_samples
+from ..sampling import HEAVY_TAIL_INDEX, Samples, few_effective_samples, heavy_tail
 from ..systems.base import System
 from .plots import plot_density_2d, plot_energy_histogram, plot_training_curve
 
@@ -215,8 +215,8 @@ def _weight_tail(metrics: dict[str, Any]) -> str:
         out += f" Largest normalized weight: {metrics['max_weight']:.3g}."
     if (tail := metrics.get("ess_tail_index")) is not None:
         out += f" Pareto tail index of the weights: {tail:.2f}" + (
-            " (≥ 0.5: their variance is infinite, and the ESS of one draw is not a stable "
-            "number)." if tail >= 0.5 else ".")
+            f" (≥ {HEAVY_TAIL_INDEX}: their variance is infinite, and the ESS of one draw is not "
+            "a stable number)." if heavy_tail(tail) else ".")
     if (spread := metrics.get("log_w_spread")) is not None:
         out += (f" Log-weights spread σ = {spread:.2f} nats above their median (84th percentile"
                 f" − median): were they Gaussian, the ESS of many samples would be "

@@ -5,12 +5,14 @@ from __future__ import annotations
 from .draw import draw
 from .reweight import (
     FEW_EFFECTIVE_SAMPLES,
+    HEAVY_TAIL_INDEX,
     ESSInterval,
     clip_log_weights,
     effective_sample_size,
     effective_sample_size_clipped,
     effective_sample_size_interval,
     few_effective_samples,
+    heavy_tail,
     largest_weight,
     log_weight_spread,
     log_weights,
@@ -22,6 +24,7 @@ from .samples import Samples
 __all__ = [
     "ESSInterval",
     "FEW_EFFECTIVE_SAMPLES",
+    "HEAVY_TAIL_INDEX",
     "Samples",
     "clip_log_weights",
     "draw",
@@ -29,6 +32,7 @@ __all__ = [
     "effective_sample_size_clipped",
     "effective_sample_size_interval",
     "few_effective_samples",
+    "heavy_tail",
     "largest_weight",
     "log_weight_spread",
     "log_weights",

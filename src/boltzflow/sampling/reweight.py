@@ -51,6 +51,17 @@ def few_effective_samples(ess_samples: float | None) -> bool:
     return ess_samples is not None and ess_samples < FEW_EFFECTIVE_SAMPLES
 
 
+#: The weights' Pareto tail index at which their variance becomes infinite: from there on a
+#: few samples decide a reweighted estimate and the ESS of one draw is not a stable number.
+HEAVY_TAIL_INDEX = 0.5
+
+
+def heavy_tail(tail_index: float) -> bool:
+    """Whether weights with this Pareto tail index (``ESSInterval.tail_index``) have infinite
+    variance (at least :data:`HEAVY_TAIL_INDEX`)."""
+    return tail_index >= HEAVY_TAIL_INDEX
+
+
 def clip_log_weights(log_w: Tensor, fraction: float = 0.002) -> Tensor:
     """Clip the largest ``fraction`` of log weights to the value at that quantile.
 
