@@ -14,6 +14,7 @@ per sample it cost.
     .venv/bin/python bench/ess_draws.py --run runs/demo --n 20000 --draws 5
     .venv/bin/python bench/ess_draws.py --run runs/a --run runs/b   # their mixture
     .venv/bin/python bench/ess_draws.py --run runs/demo --n 5000 --refine ais --levels 25
+    .venv/bin/python bench/ess_draws.py --run runs/demo --save runs/demo/draws.npz  # keep log w
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
                         help="ais: refine each draw by annealed importance sampling")
     parser.add_argument("--levels", type=int, default=25, help="with --refine ais")
     parser.add_argument("--mcmc-steps", type=int, default=2, help="with --refine ais: MALA moves per level")
+    parser.add_argument("--save", help="write each draw's log-weights (invalid: -inf) to this .npz "
+                        "(arrays draw1, draw2, …), to compare estimators on the same weights")
     args = parser.parse_args()
     loaded = [runs.load_run(r) for r in args.run]
     run = loaded[0]
@@ -82,6 +85,10 @@ def main() -> None:
               f"{time.perf_counter() - t0:.0f} |", flush=True)
     print(f"\nmedian ESS {statistics.median(values):.1%}, range {min(values):.1%}–"
           f"{max(values):.1%} over {len(values)} draws")
+    if args.save:
+        import numpy as np
+
+        np.savez_compressed(args.save, **{f"draw{i}": lw.numpy() for i, lw in enumerate(pooled, 1)})
     iv = effective_sample_size_interval(torch.cat(pooled), seed=0)
     n = len(values) * args.n
     print(f"pooled ({n} samples): ESS {iv.ess:.2%} ({iv.ess * n:.0f} effective; 90 % interval "

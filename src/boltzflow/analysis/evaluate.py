@@ -148,7 +148,7 @@ def ess_metrics(log_w: Tensor, *, seed: int = 0) -> dict[str, Any]:
 
 
 #: How the ESS interval is computed, as recorded in ``metrics.json``.
-ESS_INTERVAL_METHOD = "bootstrap over samples, Pareto tail redrawn"
+ESS_INTERVAL_METHOD = "bootstrap over samples, generalized Pareto tail redrawn"
 
 
 def _nll(flow: Any, held_out: Tensor, model: ModelKind,

@@ -50,7 +50,7 @@ LABELS = {
     "sample_seconds_per_sample": "sampling wall-clock per sample (s)",
     "max_weight": "largest normalized weight",
     "md_phi_pos_visits": "separate visits of the MD reference to φ > 0",
-    "ess_tail_index": "Pareto tail index of the weights (Hill)",
+    "ess_tail_index": "Pareto tail index k̂ of the weights (generalized Pareto fit, as PSIS)",
     "log_w_spread": "log-weight spread above the median, σ (nats; ESS → exp(−σ²) if Gaussian)",
     "n_high_energy": "samples above the highest MD energy + margin (weights kept, unclipped)",
     "high_energy_threshold": "that energy threshold (kT)",
