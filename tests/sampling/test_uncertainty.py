@@ -38,6 +38,16 @@ def test_ess_interval_covers_heavy_tailed_truth_where_single_draws_scatter():
     assert 0.2 < interval.tail_index < 0.6  # true Pareto index of w: 2 s² (1/s² − 1) / 2 = 0.36
 
 
+@pytest.mark.parametrize("xi, sigma", [(0.3, 2.0), (0.7, 1.0), (-0.2, 1.0)])
+def test_generalized_pareto_fit_recovers_shape_and_scale(xi, sigma):
+    from boltzflow.sampling.reweight import _generalized_pareto_fit
+
+    u = torch.rand(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fitted_xi, fitted_sigma = _generalized_pareto_fit(sigma / xi * (u ** (-xi) - 1))
+    assert fitted_xi == pytest.approx(xi, abs=0.08)
+    assert fitted_sigma == pytest.approx(sigma, rel=0.15)
+
+
 def _missing_mode_log_w(n: int, rng: np.random.Generator) -> np.ndarray:
     """Log weights in 5 dimensions of target ``0.97 N(0, 1) + 0.03 N(6, 1)`` under proposal
     ``0.995 N(0, 0.95²) + 0.005 N(6, 0.8²)``: a flow that under-populates a conformer."""
