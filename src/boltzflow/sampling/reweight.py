@@ -192,8 +192,8 @@ def _pareto_tail(w: Tensor) -> tuple[float, float, float]:
     threshold = float(top[-1])
     if threshold <= 0:
         return math.inf, 0.0, 0.0
-    excess = top[:-1] - threshold
-    if m >= 5 and float(torch.sort(excess).values[int(m / 4 + 0.5) - 1]) > 0:
+    excess = (top[:-1] - threshold).flip(0)  # ascending: topk sorts largest first
+    if m >= 5 and float(excess[int(m / 4 + 0.5) - 1]) > 0:
         xi, sigma = _generalized_pareto_fit(excess)
         if math.isfinite(xi) and math.isfinite(sigma) and sigma > 0:
             return threshold, xi, sigma
