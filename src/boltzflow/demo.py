@@ -510,7 +510,8 @@ def run_molecule(
          f"layer spline flow, hidden {p['hidden']}, {preset.train['steps']} steps of "
          f"{preset.train.get('batch_size', 256)} frames"
          + (", compiled splines" if preset.train.get("compile") else "")
-         + f" ({energy_term(p)} from step {p['kl_start']}); {preset.sample['n_samples']} samples"
+         + (f" ({energy_term(p)} from step {p['kl_start']})" if p.get("w_kl") or p.get("w_lv")
+            else " (maximum likelihood)") + f"; {preset.sample['n_samples']} samples"
          + (f", then {preset.refine['n_samples']} refined by {refine_words(preset.refine)}"
             if preset.refine else "")
          + (f"; seed {preset.train['seed']}" if preset.train.get("seed") else ""))

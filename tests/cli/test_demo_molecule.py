@@ -142,12 +142,13 @@ def test_plan_scales_with_the_budget_and_the_measured_speeds():
     assert slow.md["ns"] < fast.md["ns"] < long.md["ns"]
     assert slow.train["steps"] < fast.train["steps"] <= long.train["steps"]
     assert fast.model["kl_start"] == fast.train["steps"] // 2
-    # the energy term by size: reverse KL up to 30 atoms, a quarter of the log-weight variance
-    # above (docs/benchmarks.md)
+    # the energy term by size: none (maximum likelihood) up to 30 atoms, a quarter of the
+    # log-weight variance above (docs/molecules.md, docs/benchmarks.md)
     assert (fast.model["w_kl"], fast.model["w_lv"], fast.model["n_layers"]) == (0.0, 0.25, 6)
     small = plan_molecule("m.pdb", 22, 300.0, 30, Speeds(100.0, 0.3, 2))
-    assert (small.model["w_kl"], small.model["w_lv"], small.model["n_layers"]) == (1.0, 0.0, 8)
-    assert energy_term(small.model) == "reverse KL"
+    assert (small.model["w_kl"], small.model["w_lv"], small.model["n_layers"]) == (0.0, 0.0, 8)
+    assert energy_term(small.model) == "no energy term"
+    assert energy_term({"w_kl": 1.0}) == "reverse KL"
     assert energy_term(fast.model) == "0.25 × log-weight variance"
     # the batch by size: 512 frames with compiled splines above 30 atoms, 256 eager up to it
     assert (fast.train["batch_size"], fast.train["compile"]) == (512, True)
