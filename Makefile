@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/boltzflow demo --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/toys.py
