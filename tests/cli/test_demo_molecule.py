@@ -32,14 +32,14 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     _write_pdb("peptide:ACE-PHE-NME", pdb)
     out = tmp_path / "run"
     args = ("demo", "--system", str(pdb), "--temperature", "300", "--minutes", "2",
-            "--ns", "0.005", "--steps", "20", "--n-samples", "200", "--seed", "2", "--out",
+            "--ns", "0.005", "--steps", "20", "--n-samples", "100", "--seed", "2", "--out",
             str(out), "--no-progress")
     code, text, err = run_main(capsys, *args)
     assert code == 0, err
     assert "plan:" in text and "s per training step" in text and "ring closure PHE2:" in text
     assert "(0.25 × log-weight variance from step 10)" in text
     assert "plan: 0.005 ns of MD" in text and "20 steps" in text
-    assert ("200 samples, then 200 refined by annealed importance sampling (25 levels × 2 MALA "
+    assert ("100 samples, then 100 refined by annealed importance sampling (25 levels × 2 MALA "
             "moves); seed 2") in text
     assert "20 steps of 512 frames, compiled splines" in text  # above 30 atoms
     plan = json.loads((out / "plan.json").read_text())
@@ -53,7 +53,7 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert float(rows[-1]["lv"]) > 0 and "kl" not in rows[-1]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_samples"] == 200 and 0 <= metrics["n_high_energy"] <= 200
+    assert metrics["n_samples"] == 100 and 0 <= metrics["n_high_energy"] <= 100
     # --ns overrides the plan's MD and so its split: 250 frames, the last tenth held out (the
     # plan's own split, for at least 0.2 ns, would thin the training frames to 9,000)
     system = yaml.safe_load((out / "config.yaml").read_text())["system"]
@@ -71,11 +71,11 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
     # summed up in the run's report (--n-samples caps them in a test)
     assert plan["speeds"]["refine_seconds"] > 0
     assert plan["preset"]["refine"]["method"] == "ais" and plan["preset"]["refine"]["levels"] == 25
-    assert "[5/5] refining 200 more flow samples by annealed importance sampling" in text
+    assert "[5/5] refining 100 more flow samples by annealed importance sampling" in text
     refined = json.loads((out / "ais" / "metrics.json").read_text())
-    assert refined["n_samples"] == 200 and refined["refine_levels"] == 25
+    assert refined["n_samples"] == 100 and refined["refine_levels"] == 25
     assert refined["refine_energy_evaluations_per_sample"] > 25 * 2
-    assert 0 < refined["ess"] <= 1 and refined["ess_samples"] == pytest.approx(200 * refined["ess"])
+    assert 0 < refined["ess"] <= 1 and refined["ess_samples"] == pytest.approx(100 * refined["ess"])
     assert f"refined by AIS ({refined['refine_energy_evaluations_per_sample']:.0f} energy" in text
     report = (out / "report.md").read_text()
     assert "## Refined by annealed importance sampling" in report and "ais/report.html" in report

@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     config = parse_config({
         "model": "coupling",
         "system": {"id": "double-well"},
-        "train": {"steps": 1500, "lr": 3e-3, "checkpoint_every": 1500},
+        "train": {"steps": 500, "lr": 5e-3, "checkpoint_every": 500},
         "sample": {"n_samples": 10_000},
         "coupling": {"n_layers": 4, "hidden": [32, 32], "w_nll": 1.0, "w_kl": 1.0,
                      "kl_batch_size": 256},
