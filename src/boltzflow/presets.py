@@ -201,8 +201,9 @@ HELD_OUT_PS = 100.0
 #: (6 ns) 0.3 nats, Pro-Phe 670 / ns 1.7, Trp-Gly 1,090 / ns 3.1, Pro-Phe 1,370 / ns 5.7, where
 #: the flow learned its frames and the ESS fell (docs/benchmarks.md, docs/molecules.md).
 MAX_STEPS_PER_NS = 700
-#: Flow and loss of the one-command path: likelihood, then likelihood + an energy term from
-#: half-way; the layers, widths and the energy term come from :func:`flow_for_size`.
+#: Flow and loss of the one-command path: likelihood, then (above 30 atoms) likelihood + an
+#: energy term from half-way; the layers, widths and the energy term come from
+#: :func:`flow_for_size`.
 MOLECULE_MODEL = {"n_bins": 8, "w_nll": 1.0, "u_high": 200.0, "kl_batch_size": 256}
 
 
@@ -252,7 +253,7 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     MD gets :data:`MD_SHARE` of ``minutes`` (parallel tempering with :data:`MOLECULE_MD`, its
     length from ``speeds``, 0.2-10 ns), training :data:`TRAIN_SHARE` plus whatever MD time the
     10-ns cap leaves (steps from ``speeds``, 300-8,000, the energy term of
-    :func:`flow_for_size` from half-way, the batch of :func:`train_for_size`), sampling 20,000
+    :func:`flow_for_size`, if any, from half-way, the batch of :func:`train_for_size`), sampling 20,000
     configurations, and, where ``speeds`` priced it, refining as many more flow samples by AIS
     (:data:`MOLECULE_REFINE`) as :data:`REFINE_SHARE` pays for (1,000-20,000). Where training would
     take more than :data:`MAX_STEPS_PER_NS` steps per ns of MD, the two shares are rebalanced
