@@ -73,6 +73,7 @@ def run_molecular_demo(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     train_threads: int | None = None,
+    after_md: Callable[[float], Preset] | None = None,
 ) -> DemoResult:
     """Simulate the MD reference, train the preset's flow on it, sample, evaluate, report.
 
@@ -83,6 +84,9 @@ def run_molecular_demo(
         echo: where the stage messages go.
         train_threads: torch threads for the training (default: as they are), e.g. the
             probe's choice (:func:`measure_speeds`); the count is restored afterwards.
+        after_md: called with the MD's wall seconds once it has run; the preset it returns
+            trains, samples and refines (the one-command path trims its steps where the MD
+            overran the plan).
 
     Returns:
         A :class:`DemoResult`.
@@ -107,6 +111,9 @@ def run_molecular_demo(
     t0 = time.perf_counter()
     dataset = simulate(system, out / MD_DIR, replicas=ladder, progress=progress, **md)
     seconds["md"] = time.perf_counter() - t0
+    if after_md is not None:
+        preset = after_md(seconds["md"])
+        config = preset.config(data=str(out / MD_DIR))
 
     echo(f"[2/{stages}] training a {config.params.n_layers}-layer internal-coordinate spline flow on "
          f"{len(dataset)} frames ({config.train.steps} steps, preset {preset.name!r}) …")
@@ -459,7 +466,7 @@ def run_molecule(
     from .errors import BoltzflowError
     from .io import write_text_atomic
     from .models import config_with
-    from .presets import Preset, energy_term, md_split, plan_molecule
+    from .presets import energy_term, md_split, plan_molecule
     from .systems.molecule import MolecularSystem
 
     section = {k: v for k, v in (("forcefield", forcefield), ("solvent", solvent),
@@ -515,8 +522,11 @@ def run_molecule(
          + (f", then {preset.refine['n_samples']} refined by {refine_words(preset.refine)}"
             if preset.refine else "")
          + (f"; seed {preset.train['seed']}" if preset.train.get("seed") else ""))
+    def after_md(md_seconds: float) -> Preset:
+        return trim_after_md(preset, plan_path, md_seconds, echo, fixed=steps is not None)
+
     result = run_molecular_demo(preset, out, progress=progress, echo=echo,
-                                train_threads=threads)
+                                train_threads=threads, after_md=after_md)
     m = result.metrics
     echo(f"valid samples {m['fraction_valid']:.1%}; {ess_line(m)}; "
          f"NLL {m.get('nll', float('nan')):.1f} nats")
@@ -536,6 +546,47 @@ def run_molecule(
              f"({r['refine_ess_samples_before']:.1f} effective) → {result.run.path / REFINED_DIR}")
         echo(which_estimate(m, r))
     return result
+
+
+def trim_after_md(preset: Preset, plan_path: Path, md_seconds: float,
+                  echo: Callable[[str], None] = print, *, fixed: bool = False) -> Preset:
+    """The one-command path's preset once its MD has run: its training steps trimmed where the
+    MD took longer than the plan priced it (:func:`~boltzflow.presets.steps_after_md`).
+
+    The MD's seconds, the plan's and the steps decided are added to ``plan_path``
+    (``plan.json``) the first time; a resumed run reads the decision back and trains the same
+    steps (a run interrupted during its MD decides on the resumed part's seconds only).
+
+    Args:
+        preset: the plan as it runs.
+        plan_path: its ``plan.json`` (with the probe's ``speeds`` and the ``minutes``).
+        md_seconds: wall seconds the MD took in this call.
+        echo: where the message goes when the steps change.
+        fixed: the steps were given (``--steps``): recorded, never trimmed.
+    """
+    import json
+
+    from .io import write_text_atomic
+    from .presets import Speeds, planned_md_seconds, steps_after_md
+
+    saved = json.loads(plan_path.read_text())
+    if "md_seconds" not in saved:
+        sp = saved["speeds"]
+        planned = planned_md_seconds(preset.md["ns"], Speeds(
+            sp["md_ns_seconds"], sp["step_seconds"], sp["workers"]), preset.md["replicas"])
+        saved["md_seconds"], saved["md_seconds_planned"] = md_seconds, planned
+        saved["steps_after_md"] = (preset.train["steps"] if fixed else steps_after_md(
+            preset.train["steps"], md_seconds, planned, sp["step_seconds"]))
+        write_text_atomic(plan_path, json.dumps(saved, indent=2) + "\n")
+        if saved["steps_after_md"] < preset.train["steps"]:
+            echo(f"the MD took {md_seconds:.0f} s where the plan said {planned:.0f} s: "
+                 f"{saved['steps_after_md']} training steps instead of "
+                 f"{preset.train['steps']}, to keep the {saved['minutes']:g}-minute budget")
+    new = saved["steps_after_md"]
+    if fixed or new == preset.train["steps"]:
+        return preset
+    kl_start = preset.model.get("kl_start", 0) * new // preset.train["steps"]
+    return preset.replace(train={"steps": new}, model={"kl_start": kl_start})
 
 
 def _sources_line(m: dict[str, Any], echo: Callable[[str], None]) -> None:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,6 +305,37 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
         train={"steps": steps, "lr": 1e-3, "checkpoint_every": 250, **train_for_size(n_atoms)},
         sample={"n_samples": 20000}, model=model, refine=refine,
     )
+
+
+def planned_md_seconds(ns: float, speeds: Speeds, replicas: int) -> float:
+    """Wall seconds the plan expects ``ns`` of parallel tempering with ``replicas`` to take at
+    the probe's ``speeds`` (replicas run ``speeds.workers`` at a time)."""
+    return ns * speeds.md_ns_seconds * -(-replicas // max(1, speeds.workers))
+
+
+def steps_after_md(steps: int, md_seconds: float, planned_seconds: float,
+                   step_seconds: float) -> int:
+    """The plan's training steps once its MD has run: where the MD took longer than the probe
+    priced it (the machine slowed after the probe), as many fewer steps as the overrun would
+    have paid for, in whole hundreds, so that the run keeps its ``--minutes``; never fewer than
+    half the plan (at least 100), never more than the plan.
+
+    On a 30-minute Pro-Phe plan whose MD ran 1,100 s where the probe said 998 (2,600 steps of
+    0.17 s), the run took 32.4 minutes (docs/benchmarks.md, v11); this rule would have trained
+    2,000 steps.
+
+    Example:
+        >>> steps_after_md(2600, md_seconds=1100.0, planned_seconds=998.0, step_seconds=0.17)
+        2000
+        >>> steps_after_md(2600, md_seconds=900.0, planned_seconds=998.0, step_seconds=0.17)
+        2600
+    """
+    overrun = md_seconds - planned_seconds
+    if overrun <= 0 or step_seconds <= 0:
+        return steps
+    cut = math.ceil(overrun / step_seconds / 100) * 100
+    floor = max(100, steps // 2 // 100 * 100)
+    return max(min(steps, floor), steps - cut)
 
 
 def refine_evaluations(refine: dict[str, Any]) -> int:

@@ -50,6 +50,9 @@ def test_one_command_on_a_capped_peptide_with_a_ring(tmp_path, capsys):
         speeds["threads"])]
     assert f"training on {speeds['threads']})" in text
     assert plan["preset"]["md"]["replicas"] == 4 and plan["preset"]["md"]["t_max"] == 600
+    # the MD's seconds against the plan's, recorded; --steps is never trimmed
+    assert plan["md_seconds"] > 0 and plan["md_seconds_planned"] > 0
+    assert plan["steps_after_md"] == 20
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert float(rows[-1]["lv"]) > 0 and "kl" not in rows[-1]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -133,6 +136,53 @@ def test_options_that_do_not_apply_are_one_line(capsys, tmp_path):
     assert code == 2 and "--minutes" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_main(capsys, "demo", "--system", "peptide:ACE-PRO-NME", "--quality")
     assert code == 2 and "--quality" in err
+
+
+def test_steps_after_md_cut_what_the_overrun_would_have_paid_for():
+    from boltzflow.presets import steps_after_md
+
+    # v11's Pro-Phe: MD 1,100 s where the plan said 998, 2,600 steps of 0.17 s
+    assert steps_after_md(2600, 1100.0, 998.0, 0.17) == 2000
+    assert steps_after_md(2600, 900.0, 998.0, 0.17) == 2600  # faster MD: never more steps
+    assert steps_after_md(2600, 998.5, 998.0, 0.17) == 2500  # whole hundreds, rounded up
+    assert steps_after_md(2600, 5000.0, 998.0, 0.17) == 1300  # at most half the plan
+    assert steps_after_md(300, 5000.0, 0.0, 0.17) == 100 and steps_after_md(20, 99.0, 0.0, 1.0) == 20
+
+
+def test_training_is_trimmed_where_the_md_overran_its_plan(tmp_path):
+    from boltzflow.demo import trim_after_md
+
+    preset = plan_molecule("m.pdb", 40, 300.0, 30, Speeds(100.0, 0.3, 2))
+    planned = preset.md["ns"] * 100.0 * 2  # 4 replicas, 2 at a time
+
+    def plan(name: str):
+        path = tmp_path / name
+        path.write_text(json.dumps({"minutes": 30, "preset": {}, "speeds": {
+            "md_ns_seconds": 100.0, "step_seconds": 0.3, "workers": 2, "threads": 1}}))
+        return path
+
+    lines: list[str] = []
+    late = plan("late.json")
+    trimmed = trim_after_md(preset, late, planned + 90.0, lines.append)
+    # 90 s over at 0.3 s a step: 300 fewer steps, the energy term still from half-way
+    assert trimmed.train["steps"] == preset.train["steps"] - 300
+    assert trimmed.model["kl_start"] == trimmed.train["steps"] // 2
+    assert trimmed.md == preset.md and trimmed.model["w_lv"] == preset.model["w_lv"]
+    assert len(lines) == 1 and f"{trimmed.train['steps']} training steps instead of " \
+        f"{preset.train['steps']}, to keep the 30-minute budget" in lines[0]
+    saved = json.loads(late.read_text())
+    assert saved["steps_after_md"] == trimmed.train["steps"]
+    assert saved["md_seconds"] == planned + 90.0
+    assert saved["md_seconds_planned"] == pytest.approx(planned)
+    # resumed with its MD cached (a second): the saved decision, silently
+    assert trim_after_md(preset, late, 1.0, lines.append) == trimmed and len(lines) == 1
+    # MD on time: the plan as it was; --steps: recorded, never trimmed
+    assert trim_after_md(preset, plan("on-time.json"), planned - 1.0, lines.append) == preset
+    fixed = preset.replace(train={"steps": 20})
+    assert trim_after_md(fixed, plan("fixed.json"), planned + 90.0, lines.append,
+                         fixed=True) == fixed
+    assert json.loads((tmp_path / "fixed.json").read_text())["steps_after_md"] == 20
+    assert len(lines) == 1
 
 
 def test_plan_scales_with_the_budget_and_the_measured_speeds():
