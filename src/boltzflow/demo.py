@@ -522,6 +522,7 @@ def run_molecule(
          + (f", then {preset.refine['n_samples']} refined by {refine_words(preset.refine)}"
             if preset.refine else "")
          + (f"; seed {preset.train['seed']}" if preset.train.get("seed") else ""))
+
     def after_md(md_seconds: float) -> Preset:
         return trim_after_md(preset, plan_path, md_seconds, echo, fixed=steps is not None)
 

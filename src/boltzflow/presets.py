@@ -279,8 +279,7 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
     md = dict(MOLECULE_MD)
-    rounds = -(-md["replicas"] // max(1, speeds.workers))  # replica batches per MD step
-    ns_seconds = speeds.md_ns_seconds * rounds  # wall seconds per ns of the whole ladder
+    ns_seconds = planned_md_seconds(1.0, speeds, md["replicas"])  # per ns of the whole ladder
     md_seconds, train_seconds = MD_SHARE * minutes * 60, TRAIN_SHARE * minutes * 60
     if train_seconds / speeds.step_seconds > MAX_STEPS_PER_NS * md_seconds / ns_seconds:
         # more steps than the MD can teach: split MD + training so that steps = cap x ns
