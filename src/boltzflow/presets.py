@@ -274,7 +274,7 @@ def plan_molecule(system: str, n_atoms: int, temperature: float, minutes: float,
     Example:
         >>> p = plan_molecule("peptide:ACE-PHE-NME", 32, 300.0, 30, Speeds(130.0, 0.2, 2))
         >>> p.md["ns"], p.train["steps"]
-        (4.2, 2200)
+        (3.8, 1900)
     """
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")

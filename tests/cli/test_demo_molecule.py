@@ -316,3 +316,12 @@ def test_sources_line_names_the_term_the_weights_follow_only_when_it_matters():
     _sources_line({"energy_terms": [{**terms[1], "share": 0.1}, terms[2]]}, lines.append)
     _sources_line({"energy_terms": None}, lines.append)
     assert lines == []
+
+
+def test_the_presets_docstring_examples_hold():
+    import doctest
+
+    import boltzflow.presets
+
+    result = doctest.testmod(boltzflow.presets)
+    assert result.attempted >= 5 and result.failed == 0
