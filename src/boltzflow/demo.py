@@ -572,12 +572,11 @@ def trim_after_md(preset: Preset, plan_path: Path, md_seconds: float,
 
     saved = json.loads(plan_path.read_text())
     if "md_seconds" not in saved:
-        sp = saved["speeds"]
-        planned = planned_md_seconds(preset.md["ns"], Speeds(
-            sp["md_ns_seconds"], sp["step_seconds"], sp["workers"]), preset.md["replicas"])
+        speeds = Speeds(**saved["speeds"])
+        planned = planned_md_seconds(preset.md["ns"], speeds, preset.md["replicas"])
         saved["md_seconds"], saved["md_seconds_planned"] = md_seconds, planned
         saved["steps_after_md"] = (preset.train["steps"] if fixed else steps_after_md(
-            preset.train["steps"], md_seconds, planned, sp["step_seconds"]))
+            preset.train["steps"], md_seconds, planned, speeds.step_seconds))
         write_text_atomic(plan_path, json.dumps(saved, indent=2) + "\n")
         if saved["steps_after_md"] < preset.train["steps"]:
             echo(f"the MD took {md_seconds:.0f} s where the plan said {planned:.0f} s: "
