@@ -76,8 +76,8 @@ class Preset:
 #: 40,000 frames at 300 K) and a 6-layer spline flow trained by maximum likelihood for 1,500
 #: steps, then by likelihood + reverse KL for 1,500 more. Measured on 2 loaded CPU cores: 12 min
 #: (MD 315 s, training 388 s), ESS 20.6 % on 20,000 samples. Without the reverse KL (as the
-#: bigger one-command flow trains) the median of five draws fell from 37.3 to 18.5 %
-#: (docs/benchmarks.md, v12), so this small flow keeps it.
+#: bigger one-command flow trains) the median of five draws of 20,000 fell from 37.3 to 18.5 %
+#: (7,463 to 3,709 effective; docs/benchmarks.md, v12), so this small flow keeps it.
 QUICK_ALDP = Preset(
     name="quick",
     system="aldp-implicit",
